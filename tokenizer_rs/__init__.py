@@ -1,0 +1,10 @@
+"""hataori's byte-level BPE tokenizer (Rust core, exact Hugging Face ``tokenizers`` parity).
+
+>>> from tokenizer_rs import Tokenizer
+>>> tok = Tokenizer.train(["corpus.txt"], vocab_size=32000)
+>>> tok.encode("Hello world")
+"""
+
+from tokenizer_rs._native import GPT2_PATTERN, PRESETS, Tokenizer
+
+__all__ = ["Tokenizer", "PRESETS", "GPT2_PATTERN"]

@@ -1,0 +1,318 @@
+//! Pre-tokenizers: split text into the pieces that BPE merges never cross.
+//!
+//! `gpt2` is a hand-written scanner equivalent to the GPT-2 regex (as in HF's `ByteLevel` and
+//! tiktoken); it runs in one pass with no backtracking, which is where most of the encoding speed
+//! comes from. Every other preset, and any custom pattern, runs through `fancy-regex` with HF's
+//! `Split(behavior="Isolated")` semantics (matches and the gaps between them are all pieces).
+
+use crate::error::{Error, Result};
+use crate::unicode_class::{class_of, CharClass};
+use std::sync::Arc;
+
+pub const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const O200K_PATTERN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+
+/// Names accepted by [`PreTokenizer::from_name`] besides a raw regular expression.
+pub const PRESETS: &[&str] = &["gpt2", "cl100k", "o200k"];
+
+#[derive(Clone)]
+pub enum PreTokenizer {
+    /// HF `ByteLevel(use_regex=true)`: the GPT-2 split.
+    Gpt2 { add_prefix_space: bool },
+    /// HF `ByteLevel(use_regex=false)`: the whole text is one piece.
+    Whole { add_prefix_space: bool },
+    /// HF `Split(pattern, "Isolated")` followed by `ByteLevel(use_regex=false)`.
+    Regex {
+        /// The preset this pattern came from, if any (only for display and saving).
+        preset: Option<&'static str>,
+        pattern: String,
+        regex: Arc<fancy_regex::Regex>,
+    },
+}
+
+impl std::fmt::Debug for PreTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreTokenizer({})", self.name())
+    }
+}
+
+impl PreTokenizer {
+    /// A preset name (`gpt2`, `cl100k`, `o200k`) or a custom regular expression.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "gpt2" => Ok(PreTokenizer::Gpt2 {
+                add_prefix_space: false,
+            }),
+            "cl100k" => Self::from_pattern(CL100K_PATTERN),
+            "o200k" => Self::from_pattern(O200K_PATTERN),
+            pattern => Self::from_pattern(pattern),
+        }
+    }
+
+    /// A regex split; the GPT-2 pattern itself is recognised and served by the fast scanner.
+    pub fn from_pattern(pattern: &str) -> Result<Self> {
+        if pattern == GPT2_PATTERN {
+            return Ok(PreTokenizer::Gpt2 {
+                add_prefix_space: false,
+            });
+        }
+        let preset = match pattern {
+            CL100K_PATTERN => Some("cl100k"),
+            O200K_PATTERN => Some("o200k"),
+            _ => None,
+        };
+        let regex = fancy_regex::Regex::new(pattern).map_err(|e| Error::Regex {
+            pattern: pattern.to_string(),
+            message: e.to_string(),
+        })?;
+        if regex.is_match("").unwrap_or(false) && pattern.is_empty() {
+            return Err(Error::Regex {
+                pattern: pattern.to_string(),
+                message: "pattern is empty".into(),
+            });
+        }
+        Ok(PreTokenizer::Regex {
+            preset,
+            pattern: pattern.to_string(),
+            regex: Arc::new(regex),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            PreTokenizer::Gpt2 { .. } => "gpt2".into(),
+            PreTokenizer::Whole { .. } => "none".into(),
+            PreTokenizer::Regex { preset: Some(p), .. } => (*p).into(),
+            PreTokenizer::Regex { pattern, .. } => pattern.clone(),
+        }
+    }
+
+    pub fn add_prefix_space(&self) -> bool {
+        match self {
+            PreTokenizer::Gpt2 { add_prefix_space } | PreTokenizer::Whole { add_prefix_space } => *add_prefix_space,
+            PreTokenizer::Regex { .. } => false,
+        }
+    }
+
+    /// Calls `f` on each piece of `text`, in order; the pieces concatenate to `text`.
+    /// (A prefix space, when configured, is the caller's job: see [`crate::Tokenizer`].)
+    pub fn for_each_piece<'t, F: FnMut(&'t str)>(&self, text: &'t str, mut f: F) {
+        match self {
+            PreTokenizer::Gpt2 { .. } => gpt2_pieces(text, f),
+            PreTokenizer::Whole { .. } => {
+                if !text.is_empty() {
+                    f(text)
+                }
+            }
+            PreTokenizer::Regex { regex, .. } => {
+                let mut last = 0;
+                for m in regex.find_iter(text) {
+                    match m {
+                        Ok(m) => {
+                            if m.start() > last {
+                                f(&text[last..m.start()]);
+                            }
+                            if m.end() > m.start() {
+                                f(m.as_str());
+                            }
+                            last = m.end();
+                        }
+                        // Backtracking limit hit: keep the rest as one piece rather than lose text.
+                        Err(_) => break,
+                    }
+                }
+                if last < text.len() {
+                    f(&text[last..]);
+                }
+            }
+        }
+    }
+
+    pub fn pieces<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        let mut out = Vec::new();
+        self.for_each_piece(text, |p| out.push(p));
+        out
+    }
+}
+
+/// Decodes the char starting at byte `i` of valid UTF-8; returns it and its length.
+#[inline(always)]
+fn char_at(b: &[u8], i: usize) -> (char, usize) {
+    let x = b[i];
+    if x < 0x80 {
+        return (x as char, 1);
+    }
+    let (len, init) = if x < 0xE0 {
+        (2, (x & 0x1F) as u32)
+    } else if x < 0xF0 {
+        (3, (x & 0x0F) as u32)
+    } else {
+        (4, (x & 0x07) as u32)
+    };
+    let mut cp = init;
+    for k in 1..len {
+        cp = (cp << 6) | (b[i + k] & 0x3F) as u32;
+    }
+    // SAFETY: `b` comes from a `&str`, so this is a valid scalar value.
+    (unsafe { char::from_u32_unchecked(cp) }, len)
+}
+
+#[inline(always)]
+fn class_at(b: &[u8], i: usize) -> (CharClass, usize) {
+    let x = b[i];
+    if x < 0x80 {
+        return (ASCII_CLASS[x as usize], 1);
+    }
+    let (c, len) = char_at(b, i);
+    (class_of(c), len)
+}
+
+const fn ascii_classes() -> [CharClass; 128] {
+    let mut t = [CharClass::Other; 128];
+    let mut i = 0;
+    while i < 128 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_alphabetic() {
+            CharClass::Letter
+        } else if c.is_ascii_digit() {
+            CharClass::Number
+        } else if c == b' ' || (c >= 0x09 && c <= 0x0D) {
+            CharClass::Space
+        } else {
+            CharClass::Other
+        };
+        i += 1;
+    }
+    t
+}
+static ASCII_CLASS: [CharClass; 128] = ascii_classes();
+
+/// End of the run of `class` characters starting at `i`.
+#[inline(always)]
+fn run_end(b: &[u8], mut i: usize, class: CharClass) -> usize {
+    while i < b.len() {
+        let (c, len) = class_at(b, i);
+        if c != class {
+            break;
+        }
+        i += len;
+    }
+    i
+}
+
+/// The GPT-2 split, one left-to-right pass. Alternatives in regex order:
+/// contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`, `\s+(?!\S)`, `\s+`.
+pub fn gpt2_pieces<'t, F: FnMut(&'t str)>(text: &'t str, mut f: F) {
+    let b = text.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let start = i;
+        if b[i] == b'\'' && i + 1 < n {
+            let k = match b[i + 1] {
+                b's' | b't' | b'm' | b'd' => 2,
+                b'r' | b'v' if i + 2 < n && b[i + 2] == b'e' => 3,
+                b'l' if i + 2 < n && b[i + 2] == b'l' => 3,
+                _ => 0,
+            };
+            if k > 0 {
+                i += k;
+                f(&text[start..i]);
+                continue;
+            }
+        }
+        let (class, len) = class_at(b, i);
+        i = match class {
+            CharClass::Space => {
+                // ` ` followed by a letter, digit or symbol joins that run.
+                let joined = if b[i] == b' ' && i + 1 < n {
+                    let (next, next_len) = class_at(b, i + 1);
+                    (next != CharClass::Space).then(|| run_end(b, i + 1 + next_len, next))
+                } else {
+                    None
+                };
+                match joined {
+                    Some(end) => end,
+                    None => {
+                        // A run of white space: all of it at the end of the text, else all but its
+                        // last char (`\s+(?!\S)`), else the single char (`\s+`).
+                        let mut j = i + len;
+                        let mut last_start = i;
+                        while j < n {
+                            let (c, l) = class_at(b, j);
+                            if c != CharClass::Space {
+                                break;
+                            }
+                            last_start = j;
+                            j += l;
+                        }
+                        if j < n && last_start > i {
+                            last_start
+                        } else {
+                            j
+                        }
+                    }
+                }
+            }
+            other => run_end(b, i + len, other),
+        };
+        f(&text[start..i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regex_pieces(pattern: &str, text: &str) -> Vec<String> {
+        let re = fancy_regex::Regex::new(pattern).unwrap();
+        re.find_iter(text).map(|m| m.unwrap().as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn gpt2_scanner_matches_regex_on_examples() {
+        let samples = [
+            "Hello world! It's a test, isn't it?  Yes\n\n  no",
+            "  leading spaces and trailing   ",
+            "tabs\t\tand\r\nCRLF lines\n",
+            "numbers 12345 and 3.14, ' 's 'S 'll 're've",
+            "日本語のテキスト、句読点。「かぎ」　全角スペース",
+            "emoji 😀👍🏽 and combining e\u{301}",
+            "a \u{3000}b\u{3000}\u{3000}c",
+            "'''s ''ll x'",
+            "",
+            " ",
+            "\n",
+        ];
+        for s in samples {
+            let ours: Vec<String> = PreTokenizer::from_name("gpt2")
+                .unwrap()
+                .pieces(s)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            assert_eq!(ours, regex_pieces(GPT2_PATTERN, s), "text: {s:?}");
+        }
+    }
+
+    #[test]
+    fn regex_split_keeps_gaps() {
+        let p = PreTokenizer::from_pattern(r"\d+").unwrap();
+        assert_eq!(p.pieces("ab12cd3"), vec!["ab", "12", "cd", "3"]);
+    }
+
+    #[test]
+    fn presets_compile() {
+        for name in PRESETS {
+            let p = PreTokenizer::from_name(name).unwrap();
+            assert_eq!(p.pieces("Hello world 123").concat(), "Hello world 123");
+        }
+        assert!(PreTokenizer::from_name("(unclosed").is_err());
+    }
+}

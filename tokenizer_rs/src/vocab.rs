@@ -1,0 +1,204 @@
+//! The BPE model's tables: id <-> token, the bytes each id decodes to, and the merge ranks.
+//!
+//! Token strings are kept in HF's byte-level form (what tokenizer.json stores) so that lookups,
+//! duplicate detection and saving behave exactly as in `tokenizers`; `bytes` is what decoding emits.
+
+use crate::bytelevel;
+use crate::error::{Error, Result};
+use rustc_hash::FxHashMap;
+
+pub type Pair = (u32, u32);
+pub const NO_ID: u32 = u32::MAX;
+
+/// An HF "added token": matched in the raw text before pre-tokenization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedToken {
+    pub id: u32,
+    pub content: String,
+    pub special: bool,
+    pub normalized: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    /// id -> HF token string.
+    tokens: Vec<String>,
+    /// id -> decoded bytes (HF ByteLevel decoder rule).
+    bytes: Vec<Vec<u8>>,
+    /// Whether the id belongs to `model.vocab` (added tokens may live outside it).
+    in_model: Vec<bool>,
+    token_to_id: FxHashMap<String, u32>,
+    /// Raw bytes of a model token -> id (used when `ignore_merges` is set).
+    bytes_to_id: FxHashMap<Vec<u8>, u32>,
+    /// The id of each single byte's token, or NO_ID when the vocabulary lacks it.
+    byte_ids: [u32; 256],
+    /// Merges in rank order, as (left id, right id).
+    merges: Vec<Pair>,
+    /// (left, right) -> (rank, merged id); for a pair listed twice the later rank wins, as in HF.
+    merge_map: FxHashMap<Pair, (u32, u32)>,
+    pub unk_id: Option<u32>,
+    pub ignore_merges: bool,
+}
+
+impl Vocab {
+    /// Builds the tables from model tokens (id, HF string), extra ids for added tokens that are not in
+    /// the model, and merges given as token-string pairs. `source` names the input in errors.
+    pub fn new(
+        source: &str,
+        model_tokens: Vec<(u32, String)>,
+        added: &[AddedToken],
+        merges: &[(String, String)],
+        unk_token: Option<&str>,
+        ignore_merges: bool,
+    ) -> Result<Self> {
+        let max_id = model_tokens
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(added.iter().map(|t| t.id))
+            .max();
+        let size = max_id.map(|m| m as usize + 1).unwrap_or(0);
+        let mut tokens: Vec<Option<String>> = vec![None; size];
+        let mut in_model = vec![false; size];
+        for (id, tok) in model_tokens {
+            if let Some(prev) = &tokens[id as usize] {
+                return Err(Error::format(
+                    source,
+                    "model.vocab",
+                    format!("id {id} is given to both {prev:?} and {tok:?}"),
+                ));
+            }
+            tokens[id as usize] = Some(tok);
+            in_model[id as usize] = true;
+        }
+        for t in added {
+            match &tokens[t.id as usize] {
+                Some(existing) if *existing != t.content => {
+                    return Err(Error::format(
+                        source,
+                        "added_tokens",
+                        format!("id {} is {:?} in model.vocab but {:?} in added_tokens", t.id, existing, t.content),
+                    ))
+                }
+                _ => tokens[t.id as usize] = Some(t.content.clone()),
+            }
+        }
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(id, t)| {
+                t.ok_or_else(|| Error::format(source, "model.vocab", format!("id {id} is missing (ids must be 0..{size} without gaps)")))
+            })
+            .collect::<Result<_>>()?;
+
+        let mut token_to_id = FxHashMap::default();
+        token_to_id.reserve(tokens.len());
+        let mut bytes_to_id = FxHashMap::default();
+        let mut bytes = Vec::with_capacity(tokens.len());
+        let mut byte_ids = [NO_ID; 256];
+        for (id, tok) in tokens.iter().enumerate() {
+            let id = id as u32;
+            token_to_id.entry(tok.clone()).or_insert(id);
+            let raw = bytelevel::token_bytes(tok);
+            if in_model[id as usize] {
+                if let Some(b) = bytelevel::decode_str(tok) {
+                    if b.len() == 1 && byte_ids[b[0] as usize] == NO_ID {
+                        byte_ids[b[0] as usize] = id;
+                    }
+                    bytes_to_id.entry(b).or_insert(id);
+                }
+            }
+            bytes.push(raw);
+        }
+        // Added tokens take precedence over model tokens with the same string (HF's lookup order).
+        for t in added {
+            token_to_id.insert(t.content.clone(), t.id);
+        }
+
+        let unk_id = match unk_token {
+            None => None,
+            Some(u) => Some(*token_to_id.get(u).ok_or_else(|| {
+                Error::format(source, "model.unk_token", format!("{u:?} is not in the vocabulary"))
+            })?),
+        };
+
+        let mut merge_ids = Vec::with_capacity(merges.len());
+        let mut merge_map = FxHashMap::default();
+        merge_map.reserve(merges.len());
+        for (rank, (a, b)) in merges.iter().enumerate() {
+            let field = || format!("model.merges[{rank}]");
+            let ia = *token_to_id
+                .get(a)
+                .ok_or_else(|| Error::format(source, field(), format!("{a:?} is not in model.vocab")))?;
+            let ib = *token_to_id
+                .get(b)
+                .ok_or_else(|| Error::format(source, field(), format!("{b:?} is not in model.vocab")))?;
+            let merged = format!("{a}{b}");
+            let new = *token_to_id.get(&merged).ok_or_else(|| {
+                Error::format(source, field(), format!("{a:?} + {b:?} = {merged:?} is not in model.vocab"))
+            })?;
+            merge_ids.push((ia, ib));
+            merge_map.insert((ia, ib), (rank as u32, new));
+        }
+
+        Ok(Vocab {
+            tokens,
+            bytes,
+            in_model,
+            token_to_id,
+            bytes_to_id,
+            byte_ids,
+            merges: merge_ids,
+            merge_map,
+            unk_id,
+            ignore_merges,
+        })
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    #[inline]
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.bytes.get(id as usize).map(Vec::as_slice)
+    }
+
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.token_to_id.get(token).copied()
+    }
+
+    pub fn in_model(&self, id: u32) -> bool {
+        self.in_model.get(id as usize).copied().unwrap_or(false)
+    }
+
+    #[inline]
+    pub fn byte_id(&self, b: u8) -> u32 {
+        self.byte_ids[b as usize]
+    }
+
+    #[inline]
+    pub fn merge(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        self.merge_map.get(&(a, b)).copied()
+    }
+
+    pub fn merges(&self) -> &[Pair] {
+        &self.merges
+    }
+
+    pub fn model_id_of_bytes(&self, b: &[u8]) -> Option<u32> {
+        self.bytes_to_id.get(b).copied()
+    }
+}
