@@ -607,6 +607,21 @@ mod tests {
     }
 
     #[test]
+    fn counts_beyond_32_bits_rank_correctly() {
+        // HF keeps pair counts in i32: 3e9 would wrap negative and "ab" would never be merged.
+        let wc = counts_of(&[("ab", 3_000_000_000), ("cd", 2_000_000_000), ("ef", 5)]);
+        let cfg = TrainConfig {
+            vocab_size: 258,
+            min_frequency: 0,
+            special_tokens: vec![],
+            max_token_length: None,
+            show_progress: false,
+        };
+        let t = train_bpe(&wc, &cfg).unwrap();
+        assert_eq!(&t.tokens[256..], &["ab".to_string(), "cd".to_string()]);
+    }
+
+    #[test]
     fn split_at_lines_covers_text() {
         let text = "line\n".repeat(100_000) + &"日本語の行\n".repeat(50_000);
         let parts = split_at_lines(&text, 7);

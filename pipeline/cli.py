@@ -1,0 +1,24 @@
+"""The `hataori` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline.tokenizer_cli import app as tokenizer_app
+
+app = typer.Typer(
+    name="hataori",
+    help="Weave raw text into GPT models: tokenizers, datasets, pretraining and fine-tuning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

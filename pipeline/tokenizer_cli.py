@@ -1,0 +1,181 @@
+"""`hataori tokenizer ...`: train, encode, decode and measure byte-level BPE tokenizers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tokenizer_rs import PRESETS, Tokenizer
+
+app = typer.Typer(help="Train and apply byte-level BPE tokenizers (HF tokenizers-compatible).", no_args_is_help=True)
+
+TOKENIZER_FILE = "tokenizer.json"
+SAMPLE_BYTES = 2 << 20
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def corpus_files(paths: list[Path]) -> list[Path]:
+    """Files named directly, plus every *.txt under directories, in a stable order."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.txt") if q.is_file())
+            if not found:
+                fail(f"{p}: directory holds no .txt files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            fail(f"{p}: no such file or directory")
+    return files
+
+
+def resolve_tokenizer(path: Path) -> Path:
+    """A tokenizer directory (holding tokenizer.json) or the json file itself."""
+    candidate = path / TOKENIZER_FILE if path.is_dir() else path
+    if not candidate.is_file():
+        fail(f"{candidate}: no tokenizer.json here (train one with `hataori tokenizer train`)")
+    return candidate
+
+
+def load(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(resolve_tokenizer(path)))
+    except (ValueError, OSError) as e:
+        fail(str(e))
+        raise  # unreachable; keeps type checkers happy
+
+
+def read_sample(files: list[Path], limit: int = SAMPLE_BYTES) -> str:
+    """Up to `limit` bytes spread evenly over the files, cut at line ends."""
+    share = max(1, limit // len(files))
+    parts = []
+    for f in files:
+        with open(f, "rb") as fh:
+            chunk = fh.read(share)
+        cut = chunk.rfind(b"\n")
+        if cut > 0 and len(chunk) == share:
+            chunk = chunk[: cut + 1]
+        parts.append(chunk.decode("utf-8", errors="replace"))
+    return "".join(parts)
+
+
+def text_stats(tok: Tokenizer, text: str) -> dict:
+    ids = tok.encode(text, allowed_special="none")
+    n = max(1, len(ids))
+    unk = tok.token_to_id("<|unk|>")
+    return {
+        "characters": len(text),
+        "bytes": len(text.encode("utf-8")),
+        "tokens": len(ids),
+        "chars_per_token": len(text) / n,
+        "bytes_per_token": len(text.encode("utf-8")) / n,
+        "unknown_tokens": sum(1 for i in ids if i == unk) if unk is not None else 0,
+    }
+
+
+@app.command()
+def train(
+    corpus: list[Path] = typer.Argument(..., help="Text files, or directories of *.txt files."),
+    vocab_size: int = typer.Option(32000, "--vocab-size", "-v", help="Vocabulary size, special tokens included."),
+    preset: str = typer.Option("gpt2", "--preset", "-p", help=f"Pre-tokenizer: one of {', '.join(PRESETS)}, or a regular expression."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory; tokenizer.json is written there."),
+    min_frequency: int = typer.Option(0, help="Minimum pair count for a merge."),
+    special_token: list[str] = typer.Option(["<|endoftext|>"], "--special-token", "-s", help="Special token (repeatable); they get the first ids."),
+    normalizer: Optional[str] = typer.Option(None, help="Unicode normalizer: nfc or nfkc (default: none)."),
+    max_token_length: Optional[int] = typer.Option(None, help="Longest token, in characters."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train a tokenizer on CORPUS and write OUT/tokenizer.json (loadable by HF tokenizers and transformers)."""
+    files = corpus_files(corpus)
+    total = sum(f.stat().st_size for f in files)
+    typer.echo(f"training on {len(files)} file(s), {total / 1e6:.1f} MB, vocab {vocab_size}, preset {preset}")
+    start = time.perf_counter()
+    try:
+        tok = Tokenizer.train(
+            [str(f) for f in files],
+            vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=special_token,
+            pretokenizer=preset,
+            normalizer=normalizer,
+            max_token_length=max_token_length,
+            show_progress=progress,
+        )
+    except (ValueError, OSError, TypeError) as e:
+        fail(str(e))
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / TOKENIZER_FILE))
+    stats = text_stats(tok, read_sample(files))
+    typer.echo(f"wrote {out / TOKENIZER_FILE}")
+    typer.echo(f"  vocab size      {tok.vocab_size}  ({len(tok.merges)} merges, specials: {', '.join(tok.special_tokens) or '-'})")
+    typer.echo(f"  training time   {seconds:.2f} s ({total / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+    typer.echo(f"  bytes/token     {stats['bytes_per_token']:.3f}  chars/token {stats['chars_per_token']:.3f}  (sample of {stats['bytes'] / 1e6:.1f} MB)")
+
+
+@app.command()
+def encode(
+    text: Optional[str] = typer.Argument(None, help="Text to encode; '-' or nothing reads standard input."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of space-separated ids."),
+) -> None:
+    """Print the token ids of TEXT."""
+    tok = load(tokenizer)
+    if text is None or text == "-":
+        text = sys.stdin.read()
+    ids = tok.encode(text)
+    typer.echo(json.dumps(ids) if as_json else " ".join(map(str, ids)))
+
+
+@app.command()
+def decode(
+    ids: Optional[list[str]] = typer.Argument(None, help="Token ids (space or comma separated); nothing reads standard input."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
+) -> None:
+    """Print the text that token IDS stand for."""
+    tok = load(tokenizer)
+    raw = " ".join(ids) if ids else sys.stdin.read()
+    values = []
+    for i, item in enumerate(raw.replace(",", " ").replace("[", " ").replace("]", " ").split()):
+        try:
+            values.append(int(item))
+        except ValueError:
+            fail(f"id #{i} ({item!r}) is not an integer")
+    try:
+        typer.echo(tok.decode(values), nl=False)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo()
+
+
+@app.command()
+def stats(
+    textfile: list[Path] = typer.Argument(..., help="Text files to measure."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
+) -> None:
+    """Characters/token, bytes/token and unknown-token counts of a tokenizer on text files."""
+    tok = load(tokenizer)
+    typer.echo(f"tokenizer: {resolve_tokenizer(tokenizer)}  vocab {tok.vocab_size}  pre-tokenizer {tok.pretokenizer}  normalizer {tok.normalizer or 'none'}")
+    header = f"{'file':40} {'chars':>10} {'bytes':>10} {'tokens':>10} {'chars/tok':>9} {'bytes/tok':>9} {'unknown':>7}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for f in corpus_files(textfile):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            fail(f"{f}: not valid UTF-8 at byte offset {e.start}")
+        s = text_stats(tok, text)
+        typer.echo(
+            f"{str(f)[-40:]:40} {s['characters']:>10} {s['bytes']:>10} {s['tokens']:>10} "
+            f"{s['chars_per_token']:>9.3f} {s['bytes_per_token']:>9.3f} {s['unknown_tokens']:>7}"
+        )
