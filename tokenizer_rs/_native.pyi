@@ -18,16 +18,20 @@ class Tokenizer:
         *,
         min_frequency: int = 0,
         special_tokens: list[str] | None = None,
-        pretokenizer: str = "gpt2",
+        pretokenizer: str | None = None,
         normalizer: Literal["nfc", "nfkc"] | None = None,
         max_token_length: int | None = None,
         show_progress: bool = True,
+        model: Literal["bpe", "char", "word"] = "bpe",
     ) -> Tokenizer:
         """Train a byte-level BPE.
 
         A path or a list/tuple of paths is read line by line (HF ``train(files)``); any other
         iterable of strings is one sequence per item (HF ``train_from_iterator``). ``special_tokens``
-        defaults to ``["<|endoftext|>"]``; ``pretokenizer`` is ``gpt2``, ``cl100k``, ``o200k`` or a regex.
+        defaults to ``["<|endoftext|>"]``; ``pretokenizer`` (BPE only; default ``gpt2``) is ``gpt2``,
+        ``cl100k``, ``o200k``, ``ja``, ``ja-digits1``, ``ja-isolated`` or a regex. ``model="char"`` and
+        ``model="word"`` train the baselines (HF ``WordLevel``: most frequent characters, or the seeds'
+        SimpleTokenizerV2 words, with ``<|unk|>``); ``max_token_length`` counts characters.
         """
     @staticmethod
     def from_file(path: _Path) -> Tokenizer: ...
@@ -57,4 +61,6 @@ class Tokenizer:
     def pretokenizer(self) -> str: ...
     @property
     def normalizer(self) -> str | None: ...
+    @property
+    def model(self) -> Literal["bpe", "char", "word"]: ...
     def __len__(self) -> int: ...

@@ -6,8 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::normalize::Normalizer;
-use crate::pretokenize::PreTokenizer;
-use crate::tokenizer::Tokenizer;
+use crate::pretokenize::{PreTokenizer, CHARS_PATTERN, WORDS_PUNCT, WORDS_SPACE};
+use crate::tokenizer::{Decoder, Tokenizer};
 use crate::vocab::{AddedToken, Vocab};
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -17,18 +17,32 @@ fn byte_level_json(add_prefix_space: bool, use_regex: bool) -> Value {
     json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex})
 }
 
+fn split_json(pattern: &str, behavior: &str) -> Value {
+    json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": behavior, "invert": false})
+}
+
 pub fn pretokenizer_to_json(p: &PreTokenizer) -> Value {
     match p {
+        PreTokenizer::Chars => split_json(CHARS_PATTERN, "Isolated"),
+        PreTokenizer::Words => json!({
+            "type": "Sequence",
+            "pretokenizers": [split_json(WORDS_SPACE, "Removed"), split_json(WORDS_PUNCT, "Isolated")]
+        }),
         PreTokenizer::Gpt2 { add_prefix_space } => byte_level_json(*add_prefix_space, true),
         PreTokenizer::Whole { add_prefix_space } => byte_level_json(*add_prefix_space, false),
-        PreTokenizer::Regex { pattern, .. } => json!({
+        PreTokenizer::Ja { max_digits } => regex_split_json(&crate::pretokenize::ja_pattern(*max_digits)),
+        PreTokenizer::Regex { pattern, .. } => regex_split_json(pattern),
+    }
+}
+
+fn regex_split_json(pattern: &str) -> Value {
+    json!({
             "type": "Sequence",
             "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
                 byte_level_json(false, false),
             ]
-        }),
-    }
+    })
 }
 
 pub fn to_json(tok: &Tokenizer) -> Value {
@@ -56,6 +70,29 @@ pub fn to_json(tok: &Tokenizer) -> Value {
         None => Value::Null,
         Some(n) => json!({"type": n.hf_type()}),
     };
+    if v.word_level {
+        let decoder = match tok.decoder {
+            Decoder::Fuse => json!({"type": "Fuse"}),
+            // HF joins WordLevel tokens with spaces by default; it has no decoder for the seeds'
+            // "no space before punctuation" rule, so decoded text may differ there (ids do not).
+            _ => Value::Null,
+        };
+        return json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": normalizer,
+            "pre_tokenizer": pretokenizer_to_json(&tok.pretokenizer),
+            "post_processor": null,
+            "decoder": decoder,
+            "model": {
+                "type": "WordLevel",
+                "vocab": vocab,
+                "unk_token": v.unk_id.map(|id| v.token(id).unwrap().to_string()),
+            }
+        });
+    }
     json!({
         "version": "1.0",
         "truncation": null,
@@ -220,9 +257,43 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         match self.type_of(v, "decoder")? {
-            "ByteLevel" => Ok(()),
-            other => Err(self.err("decoder.type", format!("decoder {other:?} is not supported (supported: ByteLevel)"))),
+            "ByteLevel" | "Fuse" => Ok(()),
+            other => Err(self.err("decoder.type", format!("decoder {other:?} is not supported (supported: ByteLevel, Fuse)"))),
         }
+    }
+
+    /// The splits our char and word models write; nothing else goes with a WordLevel model.
+    fn word_level_pretokenizer(&self, v: &Value) -> Result<PreTokenizer> {
+        let chars = split_json(CHARS_PATTERN, "Isolated");
+        let words = pretokenizer_to_json(&PreTokenizer::Words);
+        if *v == chars {
+            Ok(PreTokenizer::Chars)
+        } else if *v == words {
+            Ok(PreTokenizer::Words)
+        } else {
+            Err(self.err("pre_tokenizer", "a WordLevel model is supported with hataori's char or word split only"))
+        }
+    }
+
+    fn word_level_model(&self, m: &Value, added: &[AddedToken]) -> Result<Vocab> {
+        let vocab_obj = m
+            .get("vocab")
+            .and_then(Value::as_object)
+            .ok_or_else(|| self.err("model.vocab", "expected an object of token -> id"))?;
+        let tokens = vocab_obj
+            .iter()
+            .map(|(tok, id)| {
+                id.as_u64()
+                    .filter(|&id| id < u32::MAX as u64)
+                    .map(|id| (id as u32, tok.clone()))
+                    .ok_or_else(|| self.err(&format!("model.vocab[{tok:?}]"), format!("expected a non-negative integer id, found {id}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let unk = m
+            .get("unk_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.err("model.unk_token", "a WordLevel model needs an unknown token"))?;
+        Vocab::new_word_level(self.source, tokens, added, unk)
     }
 
     fn added_tokens(&self, v: Option<&Value>) -> Result<Vec<AddedToken>> {
@@ -284,7 +355,7 @@ impl<'a> Reader<'a> {
     fn model(&self, m: &Value, added: &[AddedToken]) -> Result<Vocab> {
         if let Some(t) = m.get("type").and_then(Value::as_str) {
             if t != "BPE" {
-                return Err(self.err("model.type", format!("model {t:?} is not supported (supported: BPE)")));
+                return Err(self.err("model.type", format!("model {t:?} is not supported (supported: BPE, WordLevel)")));
             }
         }
         if m.get("dropout").is_some_and(|d| !d.is_null()) {
@@ -328,8 +399,14 @@ pub fn from_json_str(text: &str, source: &str) -> Result<Tokenizer> {
     let model = value.get("model").ok_or_else(|| r.err("model", "missing"))?;
     let added = r.added_tokens(value.get("added_tokens"))?;
     let normalizer = r.normalizer(value.get("normalizer").unwrap_or(&Value::Null), "normalizer")?;
-    let pretokenizer = r.pretokenizer(value.get("pre_tokenizer").unwrap_or(&Value::Null), "pre_tokenizer")?;
+    let pre_tokenizer = value.get("pre_tokenizer").unwrap_or(&Value::Null);
     r.decoder(value.get("decoder").unwrap_or(&Value::Null))?;
+    if model.get("type").and_then(Value::as_str) == Some("WordLevel") {
+        let pretokenizer = r.word_level_pretokenizer(pre_tokenizer)?;
+        let vocab = r.word_level_model(model, &added)?;
+        return Ok(Tokenizer::new(vocab, added, normalizer, pretokenizer));
+    }
+    let pretokenizer = r.pretokenizer(pre_tokenizer, "pre_tokenizer")?;
     let vocab = r.model(model, &added)?;
     Ok(Tokenizer::new(vocab, added, normalizer, pretokenizer))
 }

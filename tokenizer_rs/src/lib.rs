@@ -7,6 +7,7 @@ pub mod error;
 pub mod hf_json;
 pub mod normalize;
 pub mod pretokenize;
+pub mod pretokenize_ja;
 pub mod tokenizer;
 pub mod train;
 pub mod unicode_class;

@@ -6,6 +6,7 @@
 //! `Split(behavior="Isolated")` semantics (matches and the gaps between them are all pieces).
 
 use crate::error::{Error, Result};
+pub use crate::pretokenize_ja::{ja_pattern, ja_pieces};
 use crate::unicode_class::{class_of, CharClass};
 use std::sync::Arc;
 
@@ -18,13 +19,34 @@ pub const O200K_PATTERN: &str = concat!(
     r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 );
 
+/// The char-level split, as an HF `Split` pattern.
+pub const CHARS_PATTERN: &str = r"[\s\S]";
+/// The word-level split: HF `Split(WORDS_SPACE, "removed")` then `Split(WORDS_PUNCT, "isolated")`.
+pub const WORDS_SPACE: &str = r"\s+";
+pub const WORDS_PUNCT: &str = r#"--|[,.:;?_!"()']"#;
+
 /// Names accepted by [`PreTokenizer::from_name`] besides a raw regular expression.
-pub const PRESETS: &[&str] = &["gpt2", "cl100k", "o200k"];
+pub const PRESETS: &[&str] = &["gpt2", "cl100k", "o200k", "ja", "ja-digits1", "ja-isolated"];
+
+/// `ja` with punctuation never attached to words (measured to compress less; see BENCHMARKS.md).
+pub fn ja_isolated_pattern() -> String {
+    let lead = "[ \u{3000}]?";
+    format!(
+        r"{lead}\p{{Han}}+\p{{Hiragana}}*|{lead}\p{{Hiragana}}+|{lead}[\p{{Katakana}}ー]+| ?[^\s\p{{N}}\p{{P}}\p{{S}}\p{{Z}}\p{{C}}\p{{Han}}\p{{Hiragana}}\p{{Katakana}}ー]+|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+}
 
 #[derive(Clone)]
 pub enum PreTokenizer {
     /// HF `ByteLevel(use_regex=true)`: the GPT-2 split.
     Gpt2 { add_prefix_space: bool },
+    /// The Japanese split (see `pretokenize_ja`), digits grouped by at most `max_digits`.
+    Ja { max_digits: u8 },
+    /// Every character is a piece (the char-level baseline model).
+    Chars,
+    /// The seeds' SimpleTokenizerV2 split: white space dropped, `--` and `,.:;?_!"()'` isolated
+    /// (the word-level baseline model).
+    Words,
     /// HF `ByteLevel(use_regex=false)`: the whole text is one piece.
     Whole { add_prefix_space: bool },
     /// HF `Split(pattern, "Isolated")` followed by `ByteLevel(use_regex=false)`.
@@ -51,20 +73,40 @@ impl PreTokenizer {
             }),
             "cl100k" => Self::from_pattern(CL100K_PATTERN),
             "o200k" => Self::from_pattern(O200K_PATTERN),
+            "ja" => Ok(PreTokenizer::Ja { max_digits: 3 }),
+            "ja-digits1" => Ok(PreTokenizer::Ja { max_digits: 1 }),
+            "ja-isolated" => Self::from_pattern(&ja_isolated_pattern()),
             pattern => Self::from_pattern(pattern),
         }
     }
 
-    /// A regex split; the GPT-2 pattern itself is recognised and served by the fast scanner.
+    /// The regular expression this pre-tokenizer implements (what tokenizer.json stores).
+    pub fn pattern(&self) -> Option<String> {
+        match self {
+            PreTokenizer::Gpt2 { .. } => Some(GPT2_PATTERN.to_string()),
+            PreTokenizer::Whole { .. } | PreTokenizer::Words => None,
+            PreTokenizer::Chars => Some(CHARS_PATTERN.to_string()),
+            PreTokenizer::Ja { max_digits } => Some(ja_pattern(*max_digits)),
+            PreTokenizer::Regex { pattern, .. } => Some(pattern.clone()),
+        }
+    }
+
+    /// A regex split; the GPT-2 and `ja` patterns are recognised and served by the fast scanners.
     pub fn from_pattern(pattern: &str) -> Result<Self> {
         if pattern == GPT2_PATTERN {
             return Ok(PreTokenizer::Gpt2 {
                 add_prefix_space: false,
             });
         }
+        for max_digits in [3u8, 1] {
+            if pattern == ja_pattern(max_digits) {
+                return Ok(PreTokenizer::Ja { max_digits });
+            }
+        }
         let preset = match pattern {
             CL100K_PATTERN => Some("cl100k"),
             O200K_PATTERN => Some("o200k"),
+            p if p == ja_isolated_pattern() => Some("ja-isolated"),
             _ => None,
         };
         let regex = fancy_regex::Regex::new(pattern).map_err(|e| Error::Regex {
@@ -88,6 +130,10 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 { .. } => "gpt2".into(),
             PreTokenizer::Whole { .. } => "none".into(),
+            PreTokenizer::Chars => "chars".into(),
+            PreTokenizer::Words => "words".into(),
+            PreTokenizer::Ja { max_digits: 3 } => "ja".into(),
+            PreTokenizer::Ja { max_digits } => format!("ja-digits{max_digits}"),
             PreTokenizer::Regex { preset: Some(p), .. } => (*p).into(),
             PreTokenizer::Regex { pattern, .. } => pattern.clone(),
         }
@@ -96,7 +142,7 @@ impl PreTokenizer {
     pub fn add_prefix_space(&self) -> bool {
         match self {
             PreTokenizer::Gpt2 { add_prefix_space } | PreTokenizer::Whole { add_prefix_space } => *add_prefix_space,
-            PreTokenizer::Regex { .. } => false,
+            _ => false,
         }
     }
 
@@ -105,6 +151,13 @@ impl PreTokenizer {
     pub fn for_each_piece<'t, F: FnMut(&'t str)>(&self, text: &'t str, mut f: F) {
         match self {
             PreTokenizer::Gpt2 { .. } => gpt2_pieces(text, f),
+            PreTokenizer::Ja { max_digits } => ja_pieces(text, *max_digits as usize, f),
+            PreTokenizer::Chars => {
+                for (i, c) in text.char_indices() {
+                    f(&text[i..i + c.len_utf8()]);
+                }
+            }
+            PreTokenizer::Words => word_pieces(text, f),
             PreTokenizer::Whole { .. } => {
                 if !text.is_empty() {
                     f(text)
@@ -139,6 +192,41 @@ impl PreTokenizer {
         self.for_each_piece(text, |p| out.push(p));
         out
     }
+}
+
+fn is_word_punct(b: u8) -> bool {
+    matches!(b, b',' | b'.' | b':' | b';' | b'?' | b'_' | b'!' | b'"' | b'(' | b')' | b'\'')
+}
+
+/// SimpleTokenizerV2's split: `re.split(r'([,.:;?_!"()\']|--|\s)', text)` without empty items.
+pub fn word_pieces<'t, F: FnMut(&'t str)>(text: &'t str, mut f: F) {
+    let b = text.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    let mut word_start: Option<usize> = None;
+    let flush = |start: &mut Option<usize>, end: usize, f: &mut F| {
+        if let Some(s) = start.take() {
+            f(&text[s..end]);
+        }
+    };
+    while i < n {
+        let (c, len) = char_at(b, i);
+        if class_of(c) == CharClass::Space {
+            flush(&mut word_start, i, &mut f);
+        } else if is_word_punct(b[i]) {
+            flush(&mut word_start, i, &mut f);
+            f(&text[i..i + 1]);
+        } else if b[i] == b'-' && i + 1 < n && b[i + 1] == b'-' {
+            flush(&mut word_start, i, &mut f);
+            f(&text[i..i + 2]);
+            i += 2;
+            continue;
+        } else if word_start.is_none() {
+            word_start = Some(i);
+        }
+        i += len;
+    }
+    flush(&mut word_start, n, &mut f);
 }
 
 /// Decodes the char starting at byte `i` of valid UTF-8; returns it and its length.
@@ -299,6 +387,16 @@ mod tests {
                 .collect();
             assert_eq!(ours, regex_pieces(GPT2_PATTERN, s), "text: {s:?}");
         }
+    }
+
+    #[test]
+    fn word_split_matches_simple_tokenizer_v2() {
+        let p = PreTokenizer::Words;
+        assert_eq!(
+            p.pieces("Hello, world. Is this-- a test?  a---b \"quoted\" (x)"),
+            vec!["Hello", ",", "world", ".", "Is", "this", "--", "a", "test", "?", "a", "--", "-b", "\"", "quoted", "\"", "(", "x", ")"]
+        );
+        assert_eq!(PreTokenizer::Chars.pieces("日本e\u{301}"), vec!["日", "本", "e", "\u{301}"]);
     }
 
     #[test]

@@ -75,6 +75,9 @@ fn as_path(obj: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
 /// with the GIL released.
 const BATCH_BYTES: usize = 4 << 20;
 
+/// The unknown token of the char and word models (the seeds' SimpleTokenizerV2 uses it too).
+const UNK_TOKEN: &str = "<|unk|>";
+
 #[pyclass(module = "tokenizer_rs", name = "Tokenizer", frozen)]
 pub struct PyTokenizer {
     inner: Tokenizer,
@@ -85,7 +88,7 @@ impl PyTokenizer {
     /// Train a byte-level BPE tokenizer; see the type stubs for the arguments.
     #[staticmethod]
     #[pyo3(signature = (files_or_iterator, vocab_size, *, min_frequency=0, special_tokens=None,
-                        pretokenizer="gpt2", normalizer=None, max_token_length=None, show_progress=true))]
+                        pretokenizer=None, normalizer=None, max_token_length=None, show_progress=true, model="bpe"))]
     #[allow(clippy::too_many_arguments)]
     fn train(
         py: Python<'_>,
@@ -93,12 +96,24 @@ impl PyTokenizer {
         vocab_size: usize,
         min_frequency: u64,
         special_tokens: Option<Vec<String>>,
-        pretokenizer: &str,
+        pretokenizer: Option<&str>,
         normalizer: Option<&str>,
         max_token_length: Option<usize>,
         show_progress: bool,
+        model: &str,
     ) -> PyResult<Self> {
-        let pretok = PreTokenizer::from_name(pretokenizer).map_err(to_py_err)?;
+        let pretok = match (model, pretokenizer) {
+            ("bpe", p) => PreTokenizer::from_name(p.unwrap_or("gpt2")).map_err(to_py_err)?,
+            ("char", None) => PreTokenizer::Chars,
+            ("word", None) => PreTokenizer::Words,
+            ("char" | "word", Some(_)) => {
+                return Err(PyValueError::new_err(format!("model={model:?} has its own split; leave pretokenizer unset")))
+            }
+            (other, _) => return Err(PyValueError::new_err(format!("unknown model {other:?} (choose \"bpe\", \"char\" or \"word\")"))),
+        };
+        if model != "bpe" && max_token_length.is_some() {
+            return Err(PyValueError::new_err("max_token_length applies to model=\"bpe\" only"));
+        }
         let normalizer = match normalizer {
             None => None,
             Some(name) => Some(Normalizer::from_name(name).ok_or_else(|| {
@@ -181,7 +196,10 @@ impl PyTokenizer {
             }
         }
         let inner = py
-            .allow_threads(|| Tokenizer::train(&counts, &cfg, normalizer, pretok))
+            .allow_threads(|| match model {
+                "bpe" => Tokenizer::train(&counts, &cfg, normalizer, pretok),
+                _ => Tokenizer::train_word_level(&counts, &cfg, UNK_TOKEN, normalizer, pretok),
+            })
             .map_err(to_py_err)?;
         Ok(PyTokenizer { inner })
     }
@@ -321,6 +339,12 @@ impl PyTokenizer {
         self.inner.pretokenizer.name()
     }
 
+    /// "bpe", "char" or "word".
+    #[getter]
+    fn model(&self) -> &'static str {
+        self.inner.model_name()
+    }
+
     #[getter]
     fn normalizer(&self) -> Option<&'static str> {
         self.inner.normalizer.map(|n| n.name())
@@ -339,7 +363,8 @@ impl PyTokenizer {
 
     fn __repr__(&self) -> String {
         format!(
-            "Tokenizer(vocab_size={}, pretokenizer={:?}, normalizer={:?}, special_tokens={:?})",
+            "Tokenizer(model={:?}, vocab_size={}, pretokenizer={:?}, normalizer={:?}, special_tokens={:?})",
+            self.inner.model_name(),
             self.inner.vocab_size(),
             self.inner.pretokenizer.name(),
             self.inner.normalizer.map(|n| n.name()),

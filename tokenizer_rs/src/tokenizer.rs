@@ -5,12 +5,21 @@ use crate::encode::{encode_piece, Scratch};
 use crate::error::{Error, Result};
 use crate::normalize::{normalize_opt, Normalizer};
 use crate::pretokenize::PreTokenizer;
-use crate::train::{train_bpe, TrainConfig, TrainedBpe, WordCounts};
+use crate::train::{train_bpe, train_word_level, TrainConfig, TrainedBpe, WordCounts};
 use crate::vocab::{AddedToken, Vocab};
 use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 use std::cell::RefCell;
+
+/// How ids become text. Byte-level BPE and the char model concatenate token bytes; the word model
+/// joins words with spaces the way the seeds' SimpleTokenizerV2 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    ByteLevel,
+    Fuse,
+    WordJoin,
+}
 
 /// Which special tokens `encode` turns into their ids; the others are encoded as plain text.
 #[derive(Debug, Clone)]
@@ -26,6 +35,7 @@ pub struct Tokenizer {
     added: Vec<AddedToken>,
     pub normalizer: Option<Normalizer>,
     pub pretokenizer: PreTokenizer,
+    pub decoder: Decoder,
     /// Matches every added token (leftmost-longest, like HF).
     all_matcher: Option<AhoCorasick>,
     /// Matches only the non-special added tokens (used when specials are not allowed).
@@ -53,11 +63,17 @@ impl Tokenizer {
     pub fn new(vocab: Vocab, added: Vec<AddedToken>, normalizer: Option<Normalizer>, pretokenizer: PreTokenizer) -> Self {
         let all_matcher = matcher(added.iter());
         let plain_matcher = matcher(added.iter().filter(|t| !t.special));
+        let decoder = match (&pretokenizer, vocab.word_level) {
+            (PreTokenizer::Words, true) => Decoder::WordJoin,
+            (_, true) => Decoder::Fuse,
+            _ => Decoder::ByteLevel,
+        };
         Tokenizer {
             vocab,
             added,
             normalizer,
             pretokenizer,
+            decoder,
             all_matcher,
             plain_matcher,
         }
@@ -90,6 +106,30 @@ impl Tokenizer {
         Tokenizer::from_trained(trained, normalizer, pretokenizer)
     }
 
+    /// The baseline models: the most frequent pieces of `counts` (chars or words) as a WordLevel
+    /// vocabulary, special tokens first, then `unk`.
+    pub fn train_word_level(counts: &WordCounts, cfg: &TrainConfig, unk: &str, normalizer: Option<Normalizer>, pretokenizer: PreTokenizer) -> Result<Self> {
+        let tokens = train_word_level(counts, cfg, unk)?;
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| cfg.special_tokens.contains(t) || t.as_str() == unk)
+            .map(|(id, t)| AddedToken { id: id as u32, content: t.clone(), special: true, normalized: false })
+            .collect();
+        let model = tokens.into_iter().enumerate().map(|(i, t)| (i as u32, t)).collect();
+        let vocab = Vocab::new_word_level("trained tokenizer", model, &added, unk)?;
+        Ok(Tokenizer::new(vocab, added, normalizer, pretokenizer))
+    }
+
+    /// "bpe", "char" or "word".
+    pub fn model_name(&self) -> &'static str {
+        match self.decoder {
+            Decoder::ByteLevel => "bpe",
+            Decoder::Fuse => "char",
+            Decoder::WordJoin => "word",
+        }
+    }
+
     pub fn added_tokens(&self) -> &[AddedToken] {
         &self.added
     }
@@ -119,8 +159,14 @@ impl Tokenizer {
             prefixed = format!(" {text}");
             text = &prefixed;
         }
-        self.pretokenizer
-            .for_each_piece(text, |piece| encode_piece(&self.vocab, piece.as_bytes(), out, scratch));
+        if self.vocab.word_level {
+            let unk = self.vocab.unk_id.expect("word-level vocabularies have an unknown token");
+            self.pretokenizer
+                .for_each_piece(text, |piece| out.push(self.vocab.id(piece).unwrap_or(unk)));
+        } else {
+            self.pretokenizer
+                .for_each_piece(text, |piece| encode_piece(&self.vocab, piece.as_bytes(), out, scratch));
+        }
     }
 
     fn encode_into(&self, text: &str, allowed: &AllowedSpecial, out: &mut Vec<u32>, scratch: &mut Scratch) {
@@ -171,12 +217,21 @@ impl Tokenizer {
             .collect()
     }
 
-    /// The exact bytes the ids stand for.
+    /// The exact bytes the ids stand for (for the word model: words joined as SimpleTokenizerV2 does).
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for (position, &id) in ids.iter().enumerate() {
             match self.vocab.token_bytes(id) {
-                Some(b) => out.extend_from_slice(b),
+                Some(b) => {
+                    // No space before , . ? ! " ( ) ' (the seeds' `re.sub(r'\s+([,.?!"()\'])', r'\1', ...)`).
+                    if self.decoder == Decoder::WordJoin
+                        && position > 0
+                        && !matches!(b.first(), Some(b',' | b'.' | b'?' | b'!' | b'"' | b'(' | b')' | b'\''))
+                    {
+                        out.push(b' ');
+                    }
+                    out.extend_from_slice(b)
+                }
                 None => {
                     return Err(Error::IdOutOfRange {
                         id: id as u64,

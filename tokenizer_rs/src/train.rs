@@ -514,6 +514,44 @@ pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
     })
 }
 
+/// Vocabulary of the char/word baselines: specials, `unk`, then pieces by count (ties by text),
+/// dropping pieces seen fewer than `min_frequency` times.
+pub fn train_word_level(counts: &WordCounts, cfg: &TrainConfig, unk: &str) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = Vec::new();
+    for s in cfg.special_tokens.iter().map(String::as_str).chain(std::iter::once(unk)) {
+        if !tokens.iter().any(|t| t == s) {
+            tokens.push(s.to_string());
+        }
+    }
+    if cfg.vocab_size < tokens.len() {
+        return Err(Error::Config(format!(
+            "vocab_size {} is smaller than the special tokens plus {unk:?} ({})",
+            cfg.vocab_size,
+            tokens.len()
+        )));
+    }
+    if counts.is_empty() {
+        return Err(Error::Config("the corpus is empty: no words to train on".into()));
+    }
+    let mut pieces: Vec<(&[u8], u64)> = counts
+        .counts
+        .iter()
+        .filter(|(_, &c)| c >= cfg.min_frequency.max(1))
+        .map(|(k, &c)| (&k[..], c))
+        .collect();
+    pieces.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (piece, _) in pieces {
+        if tokens.len() >= cfg.vocab_size {
+            break;
+        }
+        let piece = std::str::from_utf8(piece).expect("pieces come from str");
+        if !tokens.iter().take(cfg.special_tokens.len() + 1).any(|t| t == piece) {
+            tokens.push(piece.to_string());
+        }
+    }
+    Ok(tokens)
+}
+
 type PairMaps = (FxHashMap<Pair, i64>, FxHashMap<Pair, Vec<u32>>);
 
 fn merge_maps((mut pc, mut wtu): PairMaps, (pc2, wtu2): PairMaps) -> PairMaps {

@@ -38,6 +38,51 @@ pub struct Vocab {
     merge_map: FxHashMap<Pair, (u32, u32)>,
     pub unk_id: Option<u32>,
     pub ignore_merges: bool,
+    /// A WordLevel model: token strings are plain text and pieces are looked up whole.
+    pub word_level: bool,
+}
+
+/// Lays model tokens and added tokens out by id, refusing duplicates and gaps.
+fn id_table(source: &str, model_tokens: Vec<(u32, String)>, added: &[AddedToken]) -> Result<(Vec<String>, Vec<bool>)> {
+    let max_id = model_tokens
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(added.iter().map(|t| t.id))
+        .max();
+    let size = max_id.map(|m| m as usize + 1).unwrap_or(0);
+    let mut tokens: Vec<Option<String>> = vec![None; size];
+    let mut in_model = vec![false; size];
+    for (id, tok) in model_tokens {
+        if let Some(prev) = &tokens[id as usize] {
+            return Err(Error::format(
+                source,
+                "model.vocab",
+                format!("id {id} is given to both {prev:?} and {tok:?}"),
+            ));
+        }
+        tokens[id as usize] = Some(tok);
+        in_model[id as usize] = true;
+    }
+    for t in added {
+        match &tokens[t.id as usize] {
+            Some(existing) if *existing != t.content => {
+                return Err(Error::format(
+                    source,
+                    "added_tokens",
+                    format!("id {} is {:?} in model.vocab but {:?} in added_tokens", t.id, existing, t.content),
+                ))
+            }
+            _ => tokens[t.id as usize] = Some(t.content.clone()),
+        }
+    }
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, t)| {
+            t.ok_or_else(|| Error::format(source, "model.vocab", format!("id {id} is missing (ids must be 0..{size} without gaps)")))
+        })
+        .collect::<Result<_>>()?;
+    Ok((tokens, in_model))
 }
 
 impl Vocab {
@@ -51,45 +96,7 @@ impl Vocab {
         unk_token: Option<&str>,
         ignore_merges: bool,
     ) -> Result<Self> {
-        let max_id = model_tokens
-            .iter()
-            .map(|(id, _)| *id)
-            .chain(added.iter().map(|t| t.id))
-            .max();
-        let size = max_id.map(|m| m as usize + 1).unwrap_or(0);
-        let mut tokens: Vec<Option<String>> = vec![None; size];
-        let mut in_model = vec![false; size];
-        for (id, tok) in model_tokens {
-            if let Some(prev) = &tokens[id as usize] {
-                return Err(Error::format(
-                    source,
-                    "model.vocab",
-                    format!("id {id} is given to both {prev:?} and {tok:?}"),
-                ));
-            }
-            tokens[id as usize] = Some(tok);
-            in_model[id as usize] = true;
-        }
-        for t in added {
-            match &tokens[t.id as usize] {
-                Some(existing) if *existing != t.content => {
-                    return Err(Error::format(
-                        source,
-                        "added_tokens",
-                        format!("id {} is {:?} in model.vocab but {:?} in added_tokens", t.id, existing, t.content),
-                    ))
-                }
-                _ => tokens[t.id as usize] = Some(t.content.clone()),
-            }
-        }
-        let tokens: Vec<String> = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(id, t)| {
-                t.ok_or_else(|| Error::format(source, "model.vocab", format!("id {id} is missing (ids must be 0..{size} without gaps)")))
-            })
-            .collect::<Result<_>>()?;
-
+        let (tokens, in_model) = id_table(source, model_tokens, added)?;
         let mut token_to_id = FxHashMap::default();
         token_to_id.reserve(tokens.len());
         let mut bytes_to_id = FxHashMap::default();
@@ -151,6 +158,35 @@ impl Vocab {
             merge_map,
             unk_id,
             ignore_merges,
+            word_level: false,
+        })
+    }
+
+    /// HF's `WordLevel` model: whole pieces map to ids, anything else to the unknown token.
+    pub fn new_word_level(source: &str, model_tokens: Vec<(u32, String)>, added: &[AddedToken], unk_token: &str) -> Result<Self> {
+        let (tokens, in_model) = id_table(source, model_tokens, added)?;
+        let mut token_to_id = FxHashMap::default();
+        for (id, tok) in tokens.iter().enumerate() {
+            token_to_id.entry(tok.clone()).or_insert(id as u32);
+        }
+        for t in added {
+            token_to_id.insert(t.content.clone(), t.id);
+        }
+        let unk_id = Some(*token_to_id.get(unk_token).ok_or_else(|| {
+            Error::format(source, "model.unk_token", format!("{unk_token:?} is not in the vocabulary"))
+        })?);
+        Ok(Vocab {
+            bytes: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            tokens,
+            in_model,
+            token_to_id,
+            bytes_to_id: FxHashMap::default(),
+            byte_ids: [NO_ID; 256],
+            merges: Vec::new(),
+            merge_map: FxHashMap::default(),
+            unk_id,
+            ignore_merges: false,
+            word_level: true,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Property tests of the core invariants, on small fixtures built here (no shared data needed).
 
 use proptest::prelude::*;
-use tokenizer_rs::pretokenize::{PreTokenizer, GPT2_PATTERN};
+use tokenizer_rs::pretokenize::{ja_pattern, PreTokenizer, GPT2_PATTERN};
 use tokenizer_rs::{hf_json, AllowedSpecial, TrainConfig, Tokenizer, WordCounts};
 
 const CORPUS: &str = "The quick brown fox jumps over the lazy dog. It's 2024, isn't it?\n\
@@ -28,7 +28,10 @@ fn text_strategy() -> impl Strategy<Value = String> {
         "[a-zA-Z']{1,8}",
         "[ \t\n\r\u{3000}\u{a0}]{1,6}",
         "[0-9]{1,5}",
-        "[、。「」！？…]{1,3}",
+        "[、。「」『』！？…・ー]{1,3}",
+        "[ 　]{0,1}[「『]{0,1}[一-龯々〇]{1,3}[ぁ-ん]{0,4}[、。」』]{0,3}",
+        "[ァ-ヶー]{1,5}",
+        "[ｱ-ﾝ０-９Ａ-Ｚ]{1,4}",
         "[ぁ-んァ-ン一-龯]{1,10}",
         "[😀👍🏽\u{301}\u{200d}\u{fe0f}]{1,3}",
         Just("<|endoftext|>".to_string()),
@@ -50,8 +53,19 @@ proptest! {
     }
 
     #[test]
+    fn ja_scanner_equals_its_regex(text in text_strategy()) {
+        for max_digits in [3u8, 1] {
+            let re = fancy_regex::Regex::new(&ja_pattern(max_digits)).unwrap();
+            let expected: Vec<&str> = re.find_iter(&text).map(|m| m.unwrap().as_str()).collect();
+            let name = if max_digits == 3 { "ja" } else { "ja-digits1" };
+            let ours = PreTokenizer::from_name(name).unwrap().pieces(&text);
+            prop_assert_eq!(ours, expected);
+        }
+    }
+
+    #[test]
     fn decode_inverts_encode(text in text_strategy()) {
-        for preset in ["gpt2", "cl100k", "o200k"] {
+        for preset in ["gpt2", "cl100k", "o200k", "ja", "ja-isolated"] {
             let tok = trained(preset);
             let ids = tok.encode(&text, &AllowedSpecial::All);
             prop_assert_eq!(tok.decode_bytes(&ids).unwrap(), text.as_bytes().to_vec());
@@ -71,10 +85,11 @@ proptest! {
 
 #[test]
 fn saved_json_reloads_identically() {
-    for preset in ["gpt2", "cl100k", "o200k"] {
+    for preset in ["gpt2", "cl100k", "o200k", "ja", "ja-digits1", "ja-isolated"] {
         let tok = trained(preset);
         let json = hf_json::to_json(&tok).to_string();
         let back = hf_json::from_json_str(&json, "test").unwrap();
+        assert_eq!(back.pretokenizer.name(), preset);
         assert_eq!(hf_json::to_json(&back).to_string(), json);
         for line in CORPUS.lines() {
             assert_eq!(back.encode(line, &AllowedSpecial::All), tok.encode(line, &AllowedSpecial::All));
