@@ -69,10 +69,24 @@ def read_sample(files: list[Path], limit: int = SAMPLE_BYTES) -> str:
     return "".join(parts)
 
 
-def text_stats(tok: Tokenizer, text: str) -> dict:
+def partial_char_ids(tok: Tokenizer) -> set[int]:
+    """Byte-level tokens that are not whole characters (the byte-fallback of a byte-level BPE)."""
+    if tok.model != "bpe":
+        return set()
+    partial = set()
+    for i in range(tok.vocab_size):
+        try:
+            tok.token_bytes(i).decode("utf-8")
+        except UnicodeDecodeError:
+            partial.add(i)
+    return partial
+
+
+def text_stats(tok: Tokenizer, text: str, partial: set[int] | None = None) -> dict:
     ids = tok.encode(text, allowed_special="none")
     n = max(1, len(ids))
-    unk = tok.token_to_id("<|unk|>")
+    unk = tok.token_to_id("<|unk|>") if tok.model != "bpe" else None
+    partial = partial_char_ids(tok) if partial is None else partial
     return {
         "characters": len(text),
         "bytes": len(text.encode("utf-8")),
@@ -80,14 +94,29 @@ def text_stats(tok: Tokenizer, text: str) -> dict:
         "chars_per_token": len(text) / n,
         "bytes_per_token": len(text.encode("utf-8")) / n,
         "unknown_tokens": sum(1 for i in ids if i == unk) if unk is not None else 0,
+        "partial_char_tokens": sum(1 for i in ids if i in partial),
     }
+
+
+def cleaned_lines(files: list[Path]):
+    """Lines (with their endings) of Aozora-cleaned files: the same sequences a file would give."""
+    from pipeline.aozora import read_aozora
+
+    for f in files:
+        try:
+            text = read_aozora(str(f))
+        except ValueError as e:
+            fail(str(e))
+        yield from text.splitlines(keepends=True)
 
 
 @app.command()
 def train(
     corpus: list[Path] = typer.Argument(..., help="Text files, or directories of *.txt files."),
     vocab_size: int = typer.Option(32000, "--vocab-size", "-v", help="Vocabulary size, special tokens included."),
-    preset: str = typer.Option("gpt2", "--preset", "-p", help=f"Pre-tokenizer: one of {', '.join(PRESETS)}, or a regular expression."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=f"BPE pre-tokenizer: one of {', '.join(PRESETS)}, or a regular expression (default gpt2)."),
+    model: str = typer.Option("bpe", help="bpe, or the baselines char (most frequent characters) and word (SimpleTokenizerV2 words)."),
+    aozora: bool = typer.Option(False, "--aozora", help="Clean Aozora Bunko markup first (ruby, ［＃…］ notes, header and footer)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; tokenizer.json is written there."),
     min_frequency: int = typer.Option(0, help="Minimum pair count for a merge."),
     special_token: list[str] = typer.Option(["<|endoftext|>"], "--special-token", "-s", help="Special token (repeatable); they get the first ids."),
@@ -98,11 +127,11 @@ def train(
     """Train a tokenizer on CORPUS and write OUT/tokenizer.json (loadable by HF tokenizers and transformers)."""
     files = corpus_files(corpus)
     total = sum(f.stat().st_size for f in files)
-    typer.echo(f"training on {len(files)} file(s), {total / 1e6:.1f} MB, vocab {vocab_size}, preset {preset}")
+    typer.echo(f"training {model} on {len(files)} file(s), {total / 1e6:.1f} MB, vocab {vocab_size}, preset {preset or ('gpt2' if model == 'bpe' else model)}")
     start = time.perf_counter()
     try:
         tok = Tokenizer.train(
-            [str(f) for f in files],
+            cleaned_lines(files) if aozora else [str(f) for f in files],
             vocab_size,
             min_frequency=min_frequency,
             special_tokens=special_token,
@@ -110,15 +139,17 @@ def train(
             normalizer=normalizer,
             max_token_length=max_token_length,
             show_progress=progress,
+            model=model,
         )
     except (ValueError, OSError, TypeError) as e:
         fail(str(e))
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / TOKENIZER_FILE))
-    stats = text_stats(tok, read_sample(files))
+    sample = "".join(cleaned_lines(files)) if aozora else read_sample(files)
+    stats = text_stats(tok, sample[:SAMPLE_BYTES])
     typer.echo(f"wrote {out / TOKENIZER_FILE}")
-    typer.echo(f"  vocab size      {tok.vocab_size}  ({len(tok.merges)} merges, specials: {', '.join(tok.special_tokens) or '-'})")
+    typer.echo(f"  vocab size      {tok.vocab_size}  ({tok.model}, {len(tok.merges)} merges, specials: {', '.join(tok.special_tokens) or '-'})")
     typer.echo(f"  training time   {seconds:.2f} s ({total / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
     typer.echo(f"  bytes/token     {stats['bytes_per_token']:.3f}  chars/token {stats['chars_per_token']:.3f}  (sample of {stats['bytes'] / 1e6:.1f} MB)")
 
@@ -163,10 +194,12 @@ def stats(
     textfile: list[Path] = typer.Argument(..., help="Text files to measure."),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
 ) -> None:
-    """Characters/token, bytes/token and unknown-token counts of a tokenizer on text files."""
+    """Characters/token, bytes/token, unknown tokens (char/word models) and partial-character tokens
+    (byte-level BPE's byte fallback) of a tokenizer on text files."""
     tok = load(tokenizer)
-    typer.echo(f"tokenizer: {resolve_tokenizer(tokenizer)}  vocab {tok.vocab_size}  pre-tokenizer {tok.pretokenizer}  normalizer {tok.normalizer or 'none'}")
-    header = f"{'file':40} {'chars':>10} {'bytes':>10} {'tokens':>10} {'chars/tok':>9} {'bytes/tok':>9} {'unknown':>7}"
+    partial = partial_char_ids(tok)
+    typer.echo(f"tokenizer: {resolve_tokenizer(tokenizer)}  {tok.model}, vocab {tok.vocab_size}, pre-tokenizer {tok.pretokenizer}, normalizer {tok.normalizer or 'none'}")
+    header = f"{'file':40} {'chars':>10} {'bytes':>10} {'tokens':>10} {'chars/tok':>9} {'bytes/tok':>9} {'unknown':>7} {'partial':>7}"
     typer.echo(header)
     typer.echo("-" * len(header))
     for f in corpus_files(textfile):
@@ -174,8 +207,9 @@ def stats(
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             fail(f"{f}: not valid UTF-8 at byte offset {e.start}")
-        s = text_stats(tok, text)
+        s = text_stats(tok, text, partial)
         typer.echo(
             f"{str(f)[-40:]:40} {s['characters']:>10} {s['bytes']:>10} {s['tokens']:>10} "
-            f"{s['chars_per_token']:>9.3f} {s['bytes_per_token']:>9.3f} {s['unknown_tokens']:>7}"
+            f"{s['chars_per_token']:>9.3f} {s['bytes_per_token']:>9.3f} {s['unknown_tokens']:>7} {s['partial_char_tokens']:>7}"
         )
+    typer.echo("unknown: <|unk|> ids (char/word models); partial: tokens that are bytes of a character, not whole characters")
