@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.data_cli import app as data_app
 from pipeline.tokenizer_cli import app as tokenizer_app
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -271,6 +271,43 @@ impl PyTokenizer {
         Ok(py.allow_threads(|| self.inner.encode_batch(&owned, &allowed)))
     }
 
+    /// Encode documents in parallel into one flat little-endian buffer (`dtype` "uint16" or "uint32"),
+    /// each followed by `separator` (a token id) when given; returns (bytes, tokens per document).
+    #[pyo3(signature = (texts, *, separator=None, dtype="uint16", allowed_special=None))]
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        separator: Option<u32>,
+        dtype: &str,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<u64>)> {
+        let allowed = parse_allowed(allowed_special)?;
+        let width = match dtype {
+            "uint16" => 2,
+            "uint32" => 4,
+            other => return Err(PyValueError::new_err(format!("dtype must be \"uint16\" or \"uint32\", not {other:?}"))),
+        };
+        if width == 2 && self.inner.vocab_size() > 1 << 16 {
+            return Err(PyValueError::new_err(format!(
+                "vocabulary of {} tokens does not fit uint16; use dtype=\"uint32\"",
+                self.inner.vocab_size()
+            )));
+        }
+        if let Some(sep) = separator {
+            if sep as usize >= self.inner.vocab_size() {
+                return Err(PyValueError::new_err(format!("separator id {sep} is out of range (vocabulary size {})", self.inner.vocab_size())));
+            }
+        }
+        let mut owned: Vec<PyBackedStr> = Vec::new();
+        for (i, item) in texts.try_iter()?.enumerate() {
+            let item = item?;
+            owned.push(item.extract().map_err(|_| PyTypeError::new_err(format!("texts[{i}] is not a str")))?);
+        }
+        let (buf, lengths) = py.allow_threads(|| self.inner.encode_batch_flat(&owned, &allowed, separator, width));
+        Ok((PyBytes::new(py, &buf), lengths))
+    }
+
     fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let ids = extract_ids(ids, self.inner.vocab_size())?;
         py.allow_threads(|| self.inner.decode(&ids)).map_err(to_py_err)

@@ -217,6 +217,37 @@ impl Tokenizer {
             .collect()
     }
 
+    /// Encodes documents in parallel into one flat buffer of little-endian ids (`width` 2 or 4
+    /// bytes), each document followed by `separator` when given. Returns the buffer and the token
+    /// count of each document (separator included).
+    pub fn encode_batch_flat<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &AllowedSpecial,
+        separator: Option<u32>,
+        width: usize,
+    ) -> (Vec<u8>, Vec<u64>) {
+        let encoded: Vec<Vec<u32>> = texts
+            .par_iter()
+            .with_min_len(4)
+            .map(|t| {
+                let mut ids = self.encode(t.as_ref(), allowed);
+                ids.extend(separator);
+                ids
+            })
+            .collect();
+        let lengths: Vec<u64> = encoded.iter().map(|ids| ids.len() as u64).collect();
+        let total: usize = encoded.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(total * width);
+        for ids in &encoded {
+            match width {
+                2 => ids.iter().for_each(|&id| out.extend_from_slice(&(id as u16).to_le_bytes())),
+                _ => ids.iter().for_each(|&id| out.extend_from_slice(&id.to_le_bytes())),
+            }
+        }
+        (out, lengths)
+    }
+
     /// The exact bytes the ids stand for (for the word model: words joined as SimpleTokenizerV2 does).
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(ids.len() * 4);
