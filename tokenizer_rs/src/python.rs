@@ -21,25 +21,48 @@ fn to_py_err(e: Error) -> PyErr {
     }
 }
 
-fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedSpecial> {
-    let Some(obj) = obj else { return Ok(AllowedSpecial::All) };
-    if obj.is_none() {
-        return Ok(AllowedSpecial::None);
+/// `allowed_special`: "all" (the default), "none" or None, or a collection of special tokens.
+struct Allowed(AllowedSpecial);
+
+impl<'py> FromPyObject<'py> for Allowed {
+    fn extract_bound(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(Allowed(AllowedSpecial::None));
+        }
+        if let Ok(s) = obj.downcast::<PyString>() {
+            return match s.to_str()? {
+                "all" => Ok(Allowed(AllowedSpecial::All)),
+                "none" => Ok(Allowed(AllowedSpecial::None)),
+                other => Err(PyValueError::new_err(format!(
+                    "allowed_special must be \"all\", \"none\" or a set of special tokens, not {other:?}"
+                ))),
+            };
+        }
+        let mut set = rustc_hash::FxHashSet::default();
+        for item in obj.try_iter()? {
+            set.insert(item?.extract::<String>()?);
+        }
+        Ok(Allowed(AllowedSpecial::Only(set)))
     }
-    if let Ok(s) = obj.downcast::<PyString>() {
-        return match s.to_str()? {
-            "all" => Ok(AllowedSpecial::All),
-            "none" => Ok(AllowedSpecial::None),
-            other => Err(PyValueError::new_err(format!(
-                "allowed_special must be \"all\", \"none\" or a set of special tokens, not {other:?}"
-            ))),
-        };
-    }
-    let mut set = rustc_hash::FxHashSet::default();
-    for item in obj.try_iter()? {
-        set.insert(item?.extract::<String>()?);
-    }
-    Ok(AllowedSpecial::Only(set))
+}
+
+/// A str argument as UTF-8; a str that cannot be (a lone surrogate) is named with Python's reason.
+fn extract_text(item: &Bound<'_, PyAny>, what: impl FnOnce() -> String) -> PyResult<PyBackedStr> {
+    item.extract::<PyBackedStr>().map_err(|e| {
+        if item.is_instance_of::<PyString>() {
+            PyValueError::new_err(format!("{} cannot be encoded as UTF-8: {e}", what()))
+        } else {
+            let type_name = item.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!("{} is not a str (got {type_name})", what()))
+        }
+    })
+}
+
+fn positive(name: &str, value: i64) -> PyResult<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive integer, not {value}")))
 }
 
 /// Token ids from any sequence of ints, with out-of-range ids named by value and position.
@@ -93,15 +116,21 @@ impl PyTokenizer {
     fn train(
         py: Python<'_>,
         files_or_iterator: &Bound<'_, PyAny>,
-        vocab_size: usize,
-        min_frequency: u64,
+        vocab_size: i64,
+        min_frequency: i64,
         special_tokens: Option<Vec<String>>,
         pretokenizer: Option<&str>,
         normalizer: Option<&str>,
-        max_token_length: Option<usize>,
+        max_token_length: Option<i64>,
         show_progress: bool,
         model: &str,
     ) -> PyResult<Self> {
+        // Zero reaches the core's check, which names the minimum (alphabet + special tokens).
+        let vocab_size = usize::try_from(vocab_size)
+            .map_err(|_| PyValueError::new_err(format!("vocab_size must be >= 0, not {vocab_size}")))?;
+        let min_frequency = u64::try_from(min_frequency)
+            .map_err(|_| PyValueError::new_err(format!("min_frequency must be >= 0, not {min_frequency}")))?;
+        let max_token_length = max_token_length.map(|m| positive("max_token_length", m)).transpose()?;
         let pretok = match (model, pretokenizer) {
             ("bpe", p) => PreTokenizer::from_name(p.unwrap_or("gpt2")).map_err(to_py_err)?,
             ("char", None) => PreTokenizer::Chars,
@@ -120,9 +149,6 @@ impl PyTokenizer {
                 PyValueError::new_err(format!("unknown normalizer {name:?} (choose \"nfc\" or \"nfkc\")"))
             })?),
         };
-        if max_token_length == Some(0) {
-            return Err(PyValueError::new_err("max_token_length must be at least 1"));
-        }
         let cfg = TrainConfig {
             vocab_size,
             min_frequency,
@@ -152,8 +178,17 @@ impl PyTokenizer {
         match files {
             Some(paths) => {
                 let mut total = 0u64;
+                let from_list = !files_or_iterator.is_instance_of::<PyString>() && !files_or_iterator.hasattr("__fspath__")?;
                 for p in &paths {
-                    let meta = std::fs::metadata(p).map_err(|e| to_py_err(Error::io(p, e)))?;
+                    let meta = std::fs::metadata(p).map_err(|e| {
+                        let err = to_py_err(Error::io(p, e));
+                        if from_list {
+                            // A list of texts is the usual mistake here.
+                            PyFileNotFoundError::new_err(format!("{err} (a list or tuple is read as file paths; to train on texts, pass an iterator: iter(texts))"))
+                        } else {
+                            err
+                        }
+                    })?;
                     if meta.is_dir() {
                         return Err(PyValueError::new_err(format!("{}: is a directory, not a text file", p.display())));
                     }
@@ -180,9 +215,7 @@ impl PyTokenizer {
                 let mut index = 0usize;
                 for item in iter {
                     let item = item?;
-                    let s: PyBackedStr = item.extract().map_err(|_| {
-                        PyTypeError::new_err(format!("item {index} of the iterator is not a str (got {})", item.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
-                    })?;
+                    let s = extract_text(&item, || format!("item {index} of the iterator"))?;
                     index += 1;
                     batch_bytes += s.len();
                     batch.push(s);
@@ -245,9 +278,9 @@ impl PyTokenizer {
         .expect("a JSON value serializes")
     }
 
-    #[pyo3(signature = (text, allowed_special=None))]
-    fn encode(&self, py: Python<'_>, text: PyBackedStr, allowed_special: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u32>> {
-        let allowed = parse_allowed(allowed_special)?;
+    #[pyo3(signature = (text, allowed_special=Allowed(AllowedSpecial::All)))]
+    fn encode(&self, py: Python<'_>, text: PyBackedStr, allowed_special: Allowed) -> PyResult<Vec<u32>> {
+        let allowed = allowed_special.0;
         Ok(if text.len() > 1 << 14 {
             py.allow_threads(|| self.inner.encode(&text, &allowed))
         } else {
@@ -260,29 +293,29 @@ impl PyTokenizer {
         py.allow_threads(|| self.inner.encode_ordinary(&text))
     }
 
-    #[pyo3(signature = (texts, allowed_special=None))]
-    fn encode_batch(&self, py: Python<'_>, texts: &Bound<'_, PyAny>, allowed_special: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Vec<u32>>> {
-        let allowed = parse_allowed(allowed_special)?;
+    #[pyo3(signature = (texts, allowed_special=Allowed(AllowedSpecial::All)))]
+    fn encode_batch(&self, py: Python<'_>, texts: &Bound<'_, PyAny>, allowed_special: Allowed) -> PyResult<Vec<Vec<u32>>> {
+        let allowed = allowed_special.0;
         let mut owned: Vec<PyBackedStr> = Vec::new();
         for (i, item) in texts.try_iter()?.enumerate() {
             let item = item?;
-            owned.push(item.extract().map_err(|_| PyTypeError::new_err(format!("texts[{i}] is not a str")))?);
+            owned.push(extract_text(&item, || format!("texts[{i}]"))?);
         }
         Ok(py.allow_threads(|| self.inner.encode_batch(&owned, &allowed)))
     }
 
     /// Encode documents in parallel into one flat little-endian buffer (`dtype` "uint16" or "uint32"),
     /// each followed by `separator` (a token id) when given; returns (bytes, tokens per document).
-    #[pyo3(signature = (texts, *, separator=None, dtype="uint16", allowed_special=None))]
+    #[pyo3(signature = (texts, *, separator=None, dtype="uint16", allowed_special=Allowed(AllowedSpecial::All)))]
     fn encode_batch_flat<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
         separator: Option<u32>,
         dtype: &str,
-        allowed_special: Option<&Bound<'py, PyAny>>,
+        allowed_special: Allowed,
     ) -> PyResult<(Bound<'py, PyBytes>, Vec<u64>)> {
-        let allowed = parse_allowed(allowed_special)?;
+        let allowed = allowed_special.0;
         let width = match dtype {
             "uint16" => 2,
             "uint32" => 4,
@@ -302,7 +335,7 @@ impl PyTokenizer {
         let mut owned: Vec<PyBackedStr> = Vec::new();
         for (i, item) in texts.try_iter()?.enumerate() {
             let item = item?;
-            owned.push(item.extract().map_err(|_| PyTypeError::new_err(format!("texts[{i}] is not a str")))?);
+            owned.push(extract_text(&item, || format!("texts[{i}]"))?);
         }
         let (buf, lengths) = py.allow_threads(|| self.inner.encode_batch_flat(&owned, &allowed, separator, width));
         Ok((PyBytes::new(py, &buf), lengths))

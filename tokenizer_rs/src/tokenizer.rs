@@ -36,22 +36,39 @@ pub struct Tokenizer {
     pub normalizer: Option<Normalizer>,
     pub pretokenizer: PreTokenizer,
     pub decoder: Decoder,
-    /// Matches every added token (leftmost-longest, like HF).
-    all_matcher: Option<AhoCorasick>,
-    /// Matches only the non-special added tokens (used when specials are not allowed).
-    plain_matcher: Option<AhoCorasick>,
+    /// Added tokens matched in the raw text: (all of them, only the non-special ones).
+    raw_matchers: (Option<Matcher>, Option<Matcher>),
+    /// Added tokens with `normalized: true`, matched in the normalized text (only with a normalizer).
+    normalized_matchers: (Option<Matcher>, Option<Matcher>),
 }
 
-fn matcher<'a>(tokens: impl Iterator<Item = &'a AddedToken>) -> Option<AhoCorasick> {
-    let patterns: Vec<&str> = tokens.map(|t| t.content.as_str()).filter(|c| !c.is_empty()).collect();
+/// Leftmost-longest matching of added tokens (as HF's AddedVocabulary), with each pattern's id.
+#[derive(Clone)]
+struct Matcher {
+    automaton: AhoCorasick,
+    ids: Vec<u32>,
+}
+
+fn matcher<'a>(tokens: impl Iterator<Item = &'a AddedToken>, normalizer: Option<Normalizer>) -> Option<Matcher> {
+    let (patterns, ids): (Vec<String>, Vec<u32>) = tokens
+        .map(|t| (normalize_opt(normalizer, &t.content).into_owned(), t.id))
+        .filter(|(c, _)| !c.is_empty())
+        .unzip();
     if patterns.is_empty() {
         return None;
     }
-    Some(
-        AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(patterns)
-            .expect("added tokens form a valid automaton"),
+    let automaton = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(patterns)
+        .expect("added tokens form a valid automaton");
+    Some(Matcher { automaton, ids })
+}
+
+/// Matchers for (all tokens, non-special tokens) among those `select` keeps.
+fn matcher_pair(added: &[AddedToken], normalizer: Option<Normalizer>, select: impl Fn(&AddedToken) -> bool) -> (Option<Matcher>, Option<Matcher>) {
+    (
+        matcher(added.iter().filter(|t| select(t)), normalizer),
+        matcher(added.iter().filter(|t| select(t) && !t.special), normalizer),
     )
 }
 
@@ -61,8 +78,11 @@ thread_local! {
 
 impl Tokenizer {
     pub fn new(vocab: Vocab, added: Vec<AddedToken>, normalizer: Option<Normalizer>, pretokenizer: PreTokenizer) -> Self {
-        let all_matcher = matcher(added.iter());
-        let plain_matcher = matcher(added.iter().filter(|t| !t.special));
+        // HF: tokens marked `normalized` are found in the normalized text, the others in the raw
+        // text; without a normalizer the two are the same text.
+        let in_normalized = |t: &AddedToken| t.normalized && normalizer.is_some();
+        let raw_matchers = matcher_pair(&added, None, |t| !in_normalized(t));
+        let normalized_matchers = matcher_pair(&added, normalizer, in_normalized);
         let decoder = match (&pretokenizer, vocab.word_level) {
             (PreTokenizer::Words, true) => Decoder::WordJoin,
             (_, true) => Decoder::Fuse,
@@ -74,8 +94,8 @@ impl Tokenizer {
             normalizer,
             pretokenizer,
             decoder,
-            all_matcher,
-            plain_matcher,
+            raw_matchers,
+            normalized_matchers,
         }
     }
 
@@ -153,8 +173,13 @@ impl Tokenizer {
     /// Encodes text with no added-token handling: normalize, split, merge.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
         let normalized = normalize_opt(self.normalizer, text);
+        self.encode_normalized_into(&normalized, out, scratch);
+    }
+
+    /// Pre-tokenizes and merges text that is already normalized.
+    fn encode_normalized_into(&self, text: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
         let prefixed;
-        let mut text: &str = &normalized;
+        let mut text: &str = text;
         if self.pretokenizer.add_prefix_space() && !text.is_empty() && !text.starts_with(' ') {
             prefixed = format!(" {text}");
             text = &prefixed;
@@ -169,31 +194,43 @@ impl Tokenizer {
         }
     }
 
-    fn encode_into(&self, text: &str, allowed: &AllowedSpecial, out: &mut Vec<u32>, scratch: &mut Scratch) {
-        let custom;
-        let matcher = match allowed {
-            AllowedSpecial::All => self.all_matcher.as_ref(),
-            AllowedSpecial::None => self.plain_matcher.as_ref(),
-            AllowedSpecial::Only(set) => {
-                custom = matcher(self.added.iter().filter(|t| !t.special || set.contains(&t.content)));
-                custom.as_ref()
-            }
-        };
-        let Some(matcher) = matcher else {
-            return self.encode_ordinary_into(text, out, scratch);
+    /// Splits `text` around the matches of `matcher`: gaps go to `gap`, matches become their ids.
+    fn split_added(text: &str, matcher: Option<&Matcher>, out: &mut Vec<u32>, mut gap: impl FnMut(&str, &mut Vec<u32>)) {
+        let Some(m) = matcher else {
+            return gap(text, out);
         };
         let mut last = 0;
-        for m in matcher.find_iter(text) {
-            if m.start() > last {
-                self.encode_ordinary_into(&text[last..m.start()], out, scratch);
+        for hit in m.automaton.find_iter(text) {
+            if hit.start() > last {
+                gap(&text[last..hit.start()], out);
             }
-            let content = &text[m.start()..m.end()];
-            out.push(self.vocab.id(content).expect("added token is in the vocab"));
-            last = m.end();
+            out.push(m.ids[hit.pattern().as_usize()]);
+            last = hit.end();
         }
         if last < text.len() {
-            self.encode_ordinary_into(&text[last..], out, scratch);
+            gap(&text[last..], out);
         }
+    }
+
+    fn encode_into(&self, text: &str, allowed: &AllowedSpecial, out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let custom;
+        let (raw, normalized) = match allowed {
+            AllowedSpecial::All => (self.raw_matchers.0.as_ref(), self.normalized_matchers.0.as_ref()),
+            AllowedSpecial::None => (self.raw_matchers.1.as_ref(), self.normalized_matchers.1.as_ref()),
+            AllowedSpecial::Only(set) => {
+                let keep = |t: &AddedToken| !t.special || set.contains(&t.content);
+                let in_normalized = |t: &AddedToken| t.normalized && self.normalizer.is_some();
+                custom = (
+                    matcher(self.added.iter().filter(|t| keep(t) && !in_normalized(t)), None),
+                    matcher(self.added.iter().filter(|t| keep(t) && in_normalized(t)), self.normalizer),
+                );
+                (custom.0.as_ref(), custom.1.as_ref())
+            }
+        };
+        Self::split_added(text, raw, out, |segment, out| {
+            let normalized_segment = normalize_opt(self.normalizer, segment);
+            Self::split_added(&normalized_segment, normalized, out, |piece, out| self.encode_normalized_into(piece, out, scratch));
+        });
     }
 
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Vec<u32> {

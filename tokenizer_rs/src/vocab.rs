@@ -50,6 +50,20 @@ fn id_table(source: &str, model_tokens: Vec<(u32, String)>, added: &[AddedToken]
         .chain(added.iter().map(|t| t.id))
         .max();
     let size = max_id.map(|m| m as usize + 1).unwrap_or(0);
+    // Ids must be dense, so the largest cannot exceed the number of entries: checked before
+    // allocating, so a stray id of 4e9 is an error rather than a 100 GB allocation.
+    if size > model_tokens.len() + added.len() {
+        let max_id = max_id.unwrap_or(0);
+        let (field, token) = match model_tokens.iter().find(|(id, _)| *id == max_id) {
+            Some((_, t)) => ("model.vocab", t.clone()),
+            None => ("added_tokens", added.iter().find(|t| t.id == max_id).map(|t| t.content.clone()).unwrap_or_default()),
+        };
+        return Err(Error::format(
+            source,
+            field,
+            format!("id {max_id} of {token:?} leaves gaps: {} tokens cannot use ids up to {max_id} (ids must be 0..n without gaps)", model_tokens.len() + added.len()),
+        ));
+    }
     let mut tokens: Vec<Option<String>> = vec![None; size];
     let mut in_model = vec![false; size];
     for (id, tok) in model_tokens {
