@@ -136,8 +136,19 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1)
 #: result and peak RSS, and _rss_now_mb().
 _CHILD_PRELUDE = """
 import json as _json, resource as _resource, sys as _sys, time as _time
+def _peak_rss_mb():
+    # VmHWM is this address space's high-water mark. ru_maxrss is not used: on Linux it survives
+    # execve, so a child would inherit the parent's peak as a floor.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024.0
 def _report(**kw):
-    kw["peak_rss_mb"] = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    kw["peak_rss_mb"] = _peak_rss_mb()
     print("@@RESULT@@" + _json.dumps(kw), flush=True)
 def _rss_now_mb():
     try:
@@ -160,8 +171,8 @@ def run_child(code: str, args: Sequence[str] = (), env: dict[str, str] | None = 
               timeout: float | None = None) -> dict:
     """Runs ``code`` in a fresh ``python -c`` and returns the dict it passed to ``_report(...)``.
 
-    The child can call ``_report(seconds=..., ...)``; ``peak_rss_mb`` (the child's own
-    ``ru_maxrss``) is added automatically, and ``_rss_now_mb()`` gives the current RSS.
+    The child can call ``_report(seconds=..., ...)``; ``peak_rss_mb`` (the child's own peak
+    resident set, VmHWM) is added automatically, and ``_rss_now_mb()`` gives the current RSS.
     ``wall_s`` (the whole child, start-up included, seen from outside) is added too.
     Raises ChildTimeout when ``timeout`` passes (the child is killed), ChildError on failure.
     """
