@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from pipeline.data_cli import app as data_app
+from pipeline.model_cli import generate as generate_command
+from pipeline.model_cli import train as train_command
 from pipeline.tokenizer_cli import app as tokenizer_app
 
 app = typer.Typer(
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(data_app, name="data")
+app.command("train")(train_command)
+app.command("generate")(generate_command)
 
 
 def main() -> None:
