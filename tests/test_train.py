@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,29 @@ def test_torchrun_two_cpu_ranks(dataset, tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "ddp" / "checkpoints")] == ["step-000005", "step-000006"]
     state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-000006" / "state.json").read_text())
     assert state["loader"]["step"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_loss_falls_on_japanese_text(data_dir, tmp_path):
+    text = (data_dir / "aozora" / "aozora_ja.txt").read_text(encoding="utf-8")[:400_000]
+    paragraphs = [line for line in text.splitlines() if line.strip()]
+    tok = Tokenizer.train(iter(paragraphs), 2000, pretokenizer="ja", show_progress=False)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    build_dataset(iter(paragraphs), tmp_path / "tokenizer.json", tmp_path / "ds", ShardsConfig(val_fraction=0.1), progress=False)
+    cfg = TrainConfig(data=tmp_path / "ds", out=tmp_path / "run", preset="tiny", max_steps=300, batch_size=8,
+                      context_length=64, lr=3e-3, warmup_steps=10, eval_interval=60, eval_batches=8,
+                      checkpoint_interval=300, sample_tokens=16, progress=False, device="cpu")
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(val) == 5
+    assert all(later < earlier for earlier, later in zip(val, val[1:])), val  # falls at every evaluation
+    # Below the unigram entropy of the training tokens: the model uses context, not just frequencies.
+    from model.data import TokenDataset
+
+    train_tokens = TokenDataset(tmp_path / "ds").tokens(0, len(TokenDataset(tmp_path / "ds")))
+    p = np.bincount(np.asarray(train_tokens), minlength=2000) / len(train_tokens)
+    unigram_entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    assert val[-1] < unigram_entropy - 0.2, (val, unigram_entropy)
+    assert isinstance(rows[-1]["sample"], str)
