@@ -275,12 +275,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn word_level_model(&self, m: &Value, added: &[AddedToken]) -> Result<Vocab> {
+    /// `model.vocab` as (id, token) pairs.
+    fn model_vocab(&self, m: &Value) -> Result<Vec<(u32, String)>> {
         let vocab_obj = m
             .get("vocab")
             .and_then(Value::as_object)
             .ok_or_else(|| self.err("model.vocab", "expected an object of token -> id"))?;
-        let tokens = vocab_obj
+        vocab_obj
             .iter()
             .map(|(tok, id)| {
                 id.as_u64()
@@ -288,7 +289,11 @@ impl<'a> Reader<'a> {
                     .map(|id| (id as u32, tok.clone()))
                     .ok_or_else(|| self.err(&format!("model.vocab[{tok:?}]"), format!("expected a non-negative integer id, found {id}")))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    fn word_level_model(&self, m: &Value, added: &[AddedToken]) -> Result<Vocab> {
+        let tokens = self.model_vocab(m)?;
         let unk = m
             .get("unk_token")
             .and_then(Value::as_str)
@@ -369,19 +374,7 @@ impl<'a> Reader<'a> {
         if self.bool_field(m, "model", "byte_fallback", false)? {
             return Err(self.err("model.byte_fallback", "byte_fallback is not supported (byte-level BPE needs none)"));
         }
-        let vocab_obj = m
-            .get("vocab")
-            .and_then(Value::as_object)
-            .ok_or_else(|| self.err("model.vocab", "expected an object of token -> id"))?;
-        let tokens = vocab_obj
-            .iter()
-            .map(|(tok, id)| {
-                id.as_u64()
-                    .filter(|&id| id < u32::MAX as u64)
-                    .map(|id| (id as u32, tok.clone()))
-                    .ok_or_else(|| self.err(&format!("model.vocab[{tok:?}]"), format!("expected a non-negative integer id, found {id}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let tokens = self.model_vocab(m)?;
         let merges = self.merges(m.get("merges").ok_or_else(|| self.err("model.merges", "missing"))?)?;
         let unk = m.get("unk_token").and_then(Value::as_str);
         let ignore_merges = self.bool_field(m, "model", "ignore_merges", false)?;
