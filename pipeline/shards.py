@@ -34,6 +34,7 @@ from model.shard_format import (
 )
 
 PROGRESS = "progress.json"
+OUR_SHARD = re.compile(r"\.?(train|val)-\d{5}\.safetensors(\.tmp-\d+)?")
 TOKENIZER_COPY = "tokenizer.json"
 SPLITS = ("train", "val")
 EOT = "<|endoftext|>"
@@ -243,8 +244,8 @@ def build_dataset(
             journal["shards"] = {s: _verified_prefix(out_dir, previous["shards"].get(s, [])) for s in SPLITS}
     keep = {e["file"] for s in SPLITS for e in journal["shards"][s]}
     for f in out_dir.iterdir():
-        ours = f.name.endswith(".safetensors") or ".safetensors.tmp-" in f.name
-        if ours and f.name not in keep:
+        # Only our own shard names and their temp files: never anything else a user keeps here.
+        if OUR_SHARD.fullmatch(f.name) and f.name not in keep:
             f.unlink()
     resumed = {s: (journal["shards"][s][-1]["docs_done"] if journal["shards"][s] else 0) for s in SPLITS}
     buffers = {s: _SplitBuffer(s, dtype, len(journal["shards"][s]), resumed[s]) for s in SPLITS}

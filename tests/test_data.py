@@ -103,8 +103,11 @@ def test_killed_build_resumes_keeping_verified_shards(tokenizer_file, tmp_path, 
     victim = tmp_path / "ds" / kept[-1]
     data = bytearray(victim.read_bytes()); data[-1] ^= 0xFF; victim.write_bytes(bytes(data))
 
+    bystander = tmp_path / "ds" / "model.safetensors"  # a user's file in the same directory
+    bystander.write_bytes(b"not ours")
     monkeypatch.setattr(shards, "write_shard", real_write)
     resumed = build(tokenizer_file, tmp_path / "ds")
+    assert bystander.read_bytes() == b"not ours"
     assert (tmp_path / "ds" / kept[0]).stat().st_mtime_ns == first
     assert resumed["splits"] == reference["splits"]
     assert not list((tmp_path / "ds").glob(".*tmp*")) and not (tmp_path / "ds" / "progress.json").exists()
