@@ -70,3 +70,34 @@ def info(directory: Path = typer.Argument(..., help="Dataset directory.")) -> No
         _print_info(directory, read_manifest(directory))
     except DatasetError as e:
         _fail(str(e))
+
+
+@app.command("import-bin")
+def import_bin(
+    files: list[Path] = typer.Argument(..., help="llm.c / nanoGPT .bin token files (names with 'val' become validation)."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="The tokenizer.json the ids come from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write."),
+) -> None:
+    """Turn llm.c .bin shards (e.g. FineWeb's) into a hataori dataset."""
+    from pipeline.llmc import import_bins
+
+    tokenizer_file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    try:
+        _print_info(out, import_bins(files, tokenizer_file, out))
+    except (DatasetError, OSError) as e:
+        _fail(str(e))
+
+
+@app.command("export-bin")
+def export_bin(
+    directory: Path = typer.Argument(..., help="Dataset directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the .bin files."),
+) -> None:
+    """Write a dataset's shards as llm.c .bin files (header + uint16/uint32 tokens)."""
+    from pipeline.llmc import export_bins
+
+    try:
+        for path in export_bins(directory, out):
+            typer.echo(str(path))
+    except (DatasetError, OSError) as e:
+        _fail(str(e))

@@ -189,6 +189,29 @@ def _verified_prefix(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[
     return kept
 
 
+def make_manifest(key: str, tokenizer_digest: str, vocab_size: int, eot: int, dtype: np.dtype,
+                  config: dict[str, Any], shards_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The dataset's manifest.json: tokenizer identity, dtype, and per split its shards with digests."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "stage": "shards",
+        "key": key,
+        "tokenizer": {"sha256": tokenizer_digest, "vocab_size": vocab_size, "eot_id": eot, "file": TOKENIZER_COPY},
+        "dtype": dtype.name,
+        "config": config,
+        "splits": {
+            s: {
+                "tokens": sum(e["tokens"] for e in entries),
+                "documents": sum(e["documents"] for e in entries),
+                "shards": [{k: e[k] for k in ("file", "tokens", "documents", "bytes", "sha256")} for e in entries],
+            }
+            for s, entries in shards_by_split.items()
+        },
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": code_version(),
+    }
+
+
 def build_dataset(
     documents: Iterable[str],
     tokenizer_path: Path,
@@ -299,24 +322,7 @@ def build_dataset(
     if bar is not None:
         bar.close()
 
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "stage": "shards",
-        "key": key,
-        "tokenizer": {"sha256": tokenizer_digest, "vocab_size": tok.vocab_size, "eot_id": eot, "file": TOKENIZER_COPY},
-        "dtype": dtype.name,
-        "config": config.model_dump(),
-        "splits": {
-            s: {
-                "tokens": sum(e["tokens"] for e in journal["shards"][s]),
-                "documents": sum(e["documents"] for e in journal["shards"][s]),
-                "shards": [{k: e[k] for k in ("file", "tokens", "documents", "bytes", "sha256")} for e in journal["shards"][s]],
-            }
-            for s in SPLITS
-        },
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": code_version(),
-    }
+    manifest = make_manifest(key, tokenizer_digest, tok.vocab_size, eot, dtype, config.model_dump(), journal["shards"])
     write_json_atomic(out_dir / MANIFEST, manifest)
     progress_path.unlink(missing_ok=True)
     return manifest

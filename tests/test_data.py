@@ -236,3 +236,46 @@ def test_cli_build_and_info(tokenizer_file, tmp_path):
     assert r.returncode == 0 and documents == len(DOCS)
     r = subprocess.run(cmd + ["info", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "no manifest.json" in r.stderr
+
+
+def llmc_reference_bin(path: Path, tokens: list[int]) -> None:
+    """An llm.c file written from its documented layout (not with our writer)."""
+    header = np.zeros(256, dtype=np.int32)
+    header[0], header[1], header[2] = 20240520, 1, len(tokens)
+    path.write_bytes(header.tobytes() + np.array(tokens, dtype=np.uint16).tobytes())
+
+
+def test_llmc_bin_import_and_export(tokenizer_file, tmp_path):
+    from pipeline.llmc import export_bins, import_bins, read_bin
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    eot = tok.token_to_id("<|endoftext|>")
+    docs = [tok.encode(d) for d in DOCS[:40]]
+    stream = [t for d in docs for t in [eot] + d]  # llm.c puts <|endoftext|> before each document
+    llmc_reference_bin(tmp_path / "fineweb_train_000001.bin", stream[:500])
+    llmc_reference_bin(tmp_path / "fineweb_val_000000.bin", stream[500:])
+    m = import_bins([tmp_path / "fineweb_val_000000.bin", tmp_path / "fineweb_train_000001.bin"], tokenizer_file, tmp_path / "ds")
+    assert TokenDataset(tmp_path / "ds", "train", verify_digests=True).tokens(0, 500).tolist() == stream[:500]
+    assert TokenDataset(tmp_path / "ds", "val").tokens(0, len(stream) - 500).tolist() == stream[500:]
+    assert m["splits"]["train"]["documents"] == stream[:500].count(eot)
+    written = export_bins(tmp_path / "ds", tmp_path / "out")
+    assert [p.name for p in written] == ["hataori_train_000000.bin", "hataori_val_000000.bin"]
+    assert written[0].read_bytes() == (tmp_path / "fineweb_train_000001.bin").read_bytes()
+    assert read_bin(written[1]).tolist() == stream[500:]
+
+
+def test_llmc_bin_errors_name_the_file(tokenizer_file, tmp_path):
+    from pipeline.llmc import import_bins, read_bin
+
+    short = tmp_path / "train_a.bin"
+    llmc_reference_bin(short, [1, 2, 3])
+    short.write_bytes(short.read_bytes()[:-2])
+    with pytest.raises(DatasetError, match=r"train_a\.bin: .*header promises 3 tokens"):
+        read_bin(short)
+    big = tmp_path / "train_b.bin"
+    llmc_reference_bin(big, [1, 2, 60000])
+    with pytest.raises(DatasetError, match=r"train_b\.bin: token id 60000 at position 2"):
+        import_bins([big], tokenizer_file, tmp_path / "ds")
+    (tmp_path / "junk.bin").write_bytes(b"\x00" * 2048)
+    with pytest.raises(DatasetError, match=r"junk\.bin: magic 0"):
+        read_bin(tmp_path / "junk.bin")
