@@ -1,0 +1,151 @@
+"""The pipeline's configuration: one TOML file, validated by pydantic, every field overridable with
+`--set section.key=value`. Errors name the field path and, where the file has it, the line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from model.train import TrainConfig
+from pipeline.shards import ShardsConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; one line per problem, each naming field (and line)."""
+
+
+class SourceConfig(BaseModel):
+    """One corpus source: a URL (http, https, file) or local path, or a Hugging Face dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="http(s):// or file:// URL, or a local file or directory.")
+    hf_dataset: str | None = Field(None, description="A `datasets` name or local dataset path.")
+    hf_config: str | None = None
+    hf_split: str = "train"
+    text_field: str = Field("text", description="Text field of JSON Lines records and HF datasets.")
+    sha256: str | None = Field(None, description="Expected sha256 of a downloaded file.")
+    doc_split: Literal["file", "blank_line", "line"] = "file"
+    aozora: bool = Field(False, description="Strip Aozora Bunko markup.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SourceConfig":
+        if (self.url is None) == (self.hf_dataset is None):
+            raise ValueError("give exactly one of url or hf_dataset")
+        return self
+
+
+class CorpusConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    normalizer: Literal["nfc", "nfkc"] | None = None
+    dedupe: bool = Field(True, description="Drop exact duplicate documents.")
+    min_chars: int = Field(1, ge=1, description="Drop documents shorter than this.")
+
+
+class TokenizerStageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(8000, gt=0)
+    model: Literal["bpe", "char", "word"] = "bpe"
+    preset: str | None = Field(None, description="BPE pre-tokenizer (gpt2, cl100k, o200k, ja, ja-digits1, ja-isolated or a regex).")
+    normalizer: Literal["nfc", "nfkc"] | None = None
+    min_frequency: int = Field(0, ge=0)
+    special_tokens: list[str] = ["<|endoftext|>"]
+    max_token_length: int | None = Field(None, gt=0)
+    file: Path | None = Field(None, description="Use this tokenizer.json instead of training one.")
+
+
+PretrainStageConfig = create_model(
+    "PretrainStageConfig",
+    __config__=ConfigDict(extra="forbid"),
+    nproc=(int, Field(1, ge=1, description="Processes: more than 1 launches torchrun.")),
+    **{name: (f.annotation, f) for name, f in TrainConfig.model_fields.items() if name not in ("data", "out")},
+)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"
+    artifacts: Path = Path("artifacts")
+    corpus: CorpusConfig
+    tokenizer: TokenizerStageConfig = TokenizerStageConfig()
+    shards: ShardsConfig = ShardsConfig()
+    pretrain: PretrainStageConfig = PretrainStageConfig()  # type: ignore[valid-type]
+
+
+def _toml_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare string
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """`section.key=value` (value in TOML syntax, or a bare string); list items by index (a.0.b)."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        path, raw = item.split("=", 1)
+        *parents, leaf = path.strip().split(".")
+        node: Any = data
+        for p in parents:
+            if isinstance(node, list):
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        if isinstance(node, list):
+            node[int(leaf)] = _toml_value(raw.strip())
+        else:
+            node[leaf] = _toml_value(raw.strip())
+    return data
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line numbers of TOML tables and keys, by dotted path (arrays of tables get indices)."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    counters: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if m := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", stripped):
+            base = tuple(m.group(1).split("."))
+            counters[base] = counters.get(base, -1) + 1
+            table = base + (str(counters[base]),)
+            lines.setdefault(table, number)
+        elif m := re.match(r"^\[\s*([^\]]+?)\s*\]", stripped):
+            table = tuple(m.group(1).split("."))
+            lines.setdefault(table, number)
+        elif m := re.match(r"^([A-Za-z0-9_\-\.\"]+)\s*=", stripped):
+            lines[table + tuple(m.group(1).strip('"').split("."))] = number
+    return lines
+
+
+def load_config(path: str | Path, sets: list[str] = ()) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    data = apply_overrides(data, list(sets))
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        where = key_lines(text)
+        problems = []
+        for err in e.errors():
+            loc = tuple(str(x) for x in err["loc"])
+            line = next((where[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in where), None)
+            place = f" ({path.name} line {line})" if line else f" ({path.name})"
+            problems.append(f"{'.'.join(loc) or '(top level)'}: {err['msg']}{place}")
+        raise ConfigError("\n".join(problems)) from None

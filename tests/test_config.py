@@ -1,0 +1,64 @@
+"""Pipeline configuration: TOML + --set overrides; errors name the field and the file line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+TOML = """\
+name = "demo"
+
+[corpus]
+dedupe = true
+
+[[corpus.sources]]
+url = "https://www.gutenberg.org/cache/epub/1342/pg1342.txt"
+doc_split = "blank_line"
+
+[[corpus.sources]]
+url = "../shared/data/aozora/rashomon_aozora_raw.txt"
+aozora = true
+
+[tokenizer]
+vocab_size = 4000
+preset = "ja"
+
+[pretrain]
+preset = "tiny"
+max_steps = 200
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "demo.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_loads_with_defaults_and_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, TOML), ["tokenizer.vocab_size=8000", "pretrain.model.dropout=0.1",
+                                              "corpus.sources.1.url=/data/raw.txt", "shards.val_fraction=0.05"])
+    assert cfg.tokenizer.vocab_size == 8000 and cfg.tokenizer.preset == "ja"
+    assert cfg.pretrain.model == {"dropout": 0.1} and cfg.pretrain.max_steps == 200 and cfg.pretrain.nproc == 1
+    assert cfg.corpus.sources[1].url == "/data/raw.txt" and cfg.corpus.sources[1].aozora
+    assert cfg.shards.val_fraction == 0.05 and cfg.shards.shard_tokens == 100_000_000
+
+
+def test_errors_name_field_and_line(tmp_path):
+    bad = TOML.replace('doc_split = "blank_line"', 'doc_split = "paragraph"').replace("max_steps = 200", "max_stesp = 200")
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, bad))
+    message = str(e.value)
+    assert "corpus.sources.0.doc_split: Input should be 'file', 'blank_line' or 'line' (demo.toml line 8)" in message
+    assert "pretrain.max_stesp: Extra inputs are not permitted (demo.toml line 20)" in message
+    with pytest.raises(ConfigError, match=r"corpus\.sources\.1: Value error, give exactly one of url or hf_dataset \(demo\.toml line 10\)"):
+        load_config(write(tmp_path, TOML.replace('url = "../shared', 'hf_dataset = "x"\nurl = "../shared')))
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "name = \n"))
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(write(tmp_path, TOML), ["tokenizer.vocab_size"])
+    with pytest.raises(ConfigError, match="nowhere.toml"):
+        load_config(tmp_path / "nowhere.toml")
