@@ -6,7 +6,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HATAORI_DATA_DIR ?= $(abspath ../shared/data)
 CORPUS ?= $(HATAORI_DATA_DIR)/gutenberg
-DEMO ?= artifacts/demo
 
 .PHONY: all venv build demo test test-rust test-python bench lock clean
 
@@ -25,14 +24,10 @@ venv: $(STAMP)
 build: $(STAMP)
 	$(VENV)/bin/maturin develop --release --quiet
 
-# Until the Prefect flow lands: corpus -> tokenizer -> dataset -> a short CPU pretraining -> a sample.
+# The Prefect flow on the embedded server: corpus -> tokenizer -> shards -> pretrain -> report.
+# CORPUS (files or directories of *.txt) replaces the config's download URLs; a rerun is all cached.
 demo: build
-	$(VENV)/bin/hataori tokenizer train $(CORPUS) --vocab-size 8000 --preset gpt2 --out $(DEMO)/tokenizer
-	$(VENV)/bin/hataori tokenizer stats --tokenizer $(DEMO)/tokenizer $(HATAORI_DATA_DIR)/the-verdict.txt
-	$(VENV)/bin/hataori data build $(CORPUS) --tokenizer $(DEMO)/tokenizer --out $(DEMO)/data --doc-split blank_line --shard-tokens 1000000
-	$(VENV)/bin/hataori train --data $(DEMO)/data --out $(DEMO)/run --preset tiny --max-steps 300 --batch-size 16 \
-		--set lr=0.003 --set warmup_steps=20 --set eval_interval=100 --set checkpoint_interval=100
-	$(VENV)/bin/hataori generate --checkpoint $(DEMO)/run "It was a dark and stormy night" --max-new-tokens 40 --seed 1
+	$(VENV)/bin/hataori run configs/demo.toml --set 'corpus.sources=[{url="$(CORPUS)", doc_split="blank_line"}]'
 
 test: test-rust test-python
 

@@ -7,6 +7,8 @@ import typer
 from pipeline.data_cli import app as data_app
 from pipeline.model_cli import generate as generate_command
 from pipeline.model_cli import train as train_command
+from pipeline.run_cli import run as run_command
+from pipeline.run_cli import status as status_command
 from pipeline.tokenizer_cli import app as tokenizer_app
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("generate")(generate_command)
+app.command("run")(run_command)
+app.command("status")(status_command)
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""Pretrain: the GPT on the dataset, in this process or under torchrun when nproc > 1. Rerunning a
+killed stage resumes from its last checkpoint (the run directory lives in the artifact)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RUN = "run"
+
+
+def train_args(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.model_dump(mode="json").items() if k != "nproc"}
+
+
+def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str, Any]:
+    from model.train import TrainConfig, train
+
+    run_dir = out_dir / RUN
+    if config.nproc <= 1:
+        summary = train(TrainConfig(data=dataset_dir, out=run_dir, **train_args(config)))
+    else:
+        sets = [arg for k, v in train_args(config).items() if v is not None for arg in ("--set", f"{k}={json.dumps(v)}")]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.nproc}",
+               "-m", "pipeline.cli", "train", "--data", str(dataset_dir), "--out", str(run_dir), "--no-progress", *sets]
+        log(f"launching: {' '.join(cmd)}")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:  # stream torchrun's output into the run log
+            log(line.rstrip())
+        if proc.wait() != 0:
+            raise RuntimeError(f"torchrun exited with status {proc.returncode}")
+        summary = {}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if "val_loss" in r]
+    return {**summary, "steps": rows[-1]["step"] + 1 if rows else 0, "final_loss": rows[-1]["loss"] if rows else None,
+            "val_loss": evals[-1]["val_loss"] if evals else None, "val_ppl": evals[-1]["val_ppl"] if evals else None}

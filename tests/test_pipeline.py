@@ -1,0 +1,115 @@
+"""The Prefect pipeline end to end through `hataori run` (a real subprocess, Prefect's ephemeral
+server): every stage builds, a rerun is all cached, a changed setting rebuilds exactly what depends
+on it, --force rebuilds a stage and its dependents, a damaged artifact is rebuilt."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+STORY = "Once upon a time a small cat lived by the sea. The cat liked fish and long naps in the sun.\n"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "local.txt").write_text("\n\n".join(f"{STORY} Chapter {i}." for i in range(150)), encoding="utf-8")
+    served = ("\n\n".join(f"A different story number {i}: the dog ran to the hill." for i in range(100))).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    (root / "pipe.toml").write_text(f"""
+name = "test"
+artifacts = "{root / 'artifacts'}"
+[corpus]
+[[corpus.sources]]
+url = "{root / 'local.txt'}"
+doc_split = "blank_line"
+[[corpus.sources]]
+url = "http://127.0.0.1:{httpd.server_address[1]}/stories.txt"
+doc_split = "blank_line"
+[tokenizer]
+vocab_size = 300
+[shards]
+shard_tokens = 2000
+val_fraction = 0.1
+[pretrain]
+preset = "tiny"
+max_steps = 6
+batch_size = 4
+context_length = 32
+checkpoint_interval = 3
+eval_interval = 3
+eval_batches = 2
+sample_tokens = 0
+device = "cpu"
+""", encoding="utf-8")
+    yield root
+    httpd.shutdown()
+
+
+PATHS: dict[str, Path] = {}
+
+
+def hataori(root: Path, *args: str) -> dict[str, str]:
+    env = {**os.environ, "PREFECT_HOME": str(root / ".prefect")}
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(root / "pipe.toml"), "--no-progress", *args],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    states = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("corpus", "tokenizer", "shards", "pretrain", "report") and len(parts) >= 3:
+            states[parts[0]] = parts[1]
+            PATHS[parts[0]] = Path(parts[2])
+    assert len(states) == 5, r.stdout
+    return states
+
+
+@pytest.mark.slow
+def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
+    assert set(hataori(project).values()) == {"built"}
+    assert set(hataori(project).values()) == {"cached"}
+
+    changed = hataori(project, "--set", "tokenizer.vocab_size=320")
+    assert changed == {"corpus": "cached", "tokenizer": "built", "shards": "built", "pretrain": "built", "report": "built"}
+
+    forced = hataori(project, "--force", "shards")
+    assert forced == {"corpus": "cached", "tokenizer": "cached", "shards": "built", "pretrain": "built", "report": "built"}
+
+    # Damage a shard of the dataset artifact: it is detected and rebuilt, and so is what reads it.
+    shard = PATHS["shards"] / "dataset" / "train-00000.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    damaged = hataori(project)
+    assert damaged["shards"] == "built" and damaged["corpus"] == "cached"
+
+    report = (PATHS["report"] / "report.md").read_text(encoding="utf-8")
+    assert "## pretrain" in report and "val_loss" in report and "## Sample" in report
+    manifest = json.loads((PATHS["corpus"] / "manifest.json").read_text())
+    assert manifest["stats"]["documents"] == 250 and manifest["files"][0]["path"] == "documents.jsonl"
+
+
+def test_config_errors_stop_before_prefect_starts(project, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((project / "pipe.toml").read_text().replace("vocab_size = 300", "vocab_sise = 300"))
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "tokenizer.vocab_sise: Extra inputs are not permitted (bad.toml line" in r.stderr
