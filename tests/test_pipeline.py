@@ -113,3 +113,24 @@ def test_config_errors_stop_before_prefect_starts(project, tmp_path):
     bad.write_text((project / "pipe.toml").read_text().replace("vocab_size = 300", "vocab_sise = 300"))
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "tokenizer.vocab_sise: Extra inputs are not permitted (bad.toml line" in r.stderr
+
+
+def test_corpus_stage_reads_hf_datasets_cleans_and_dedupes(tmp_path, monkeypatch):
+    """A `datasets` source (a local data directory: no hub here), NFKC, duplicates and short documents."""
+    from pipeline.config import CorpusConfig
+    from pipeline.stages import corpus
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "hf"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"text": "ＡＢＣ full width"}\n{"text": "same"}\n{"text": "same"}\n{"text": "x"}\n', encoding="utf-8")
+    local = tmp_path / "local.txt"
+    local.write_text("same\n\nlocal paragraph", encoding="utf-8")
+    cfg = CorpusConfig(sources=[{"hf_dataset": str(data)}, {"url": str(local), "doc_split": "blank_line"}],
+                       normalizer="nfkc", min_chars=2)
+    stats = corpus.run(cfg, [], tmp_path, downloads=tmp_path / "dl", progress=False)
+    assert list(corpus.documents(tmp_path)) == ["ABC full width", "same", "local paragraph"]
+    assert stats == {"documents": 3, "characters": 33, "duplicates": 2, "too_short": 1, "sources": 2}
+    with pytest.raises(ValueError, match="no field 'body'"):
+        list(corpus._source_documents(cfg.sources[0].model_copy(update={"text_field": "body"}), tmp_path, False))
