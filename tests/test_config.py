@@ -62,3 +62,9 @@ def test_errors_name_field_and_line(tmp_path):
         load_config(write(tmp_path, TOML), ["tokenizer.vocab_size"])
     with pytest.raises(ConfigError, match="nowhere.toml"):
         load_config(tmp_path / "nowhere.toml")
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "ja.toml", "gpt2-124m.toml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(Path(__file__).parents[1] / "configs" / name)
+    assert cfg.name == name.removesuffix(".toml") and cfg.corpus.sources
