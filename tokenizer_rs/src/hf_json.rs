@@ -70,29 +70,30 @@ pub fn to_json(tok: &Tokenizer) -> Value {
         None => Value::Null,
         Some(n) => json!({"type": n.hf_type()}),
     };
-    if v.word_level {
+    let unk = v.unk_id.map(|id| v.token(id).unwrap().to_string());
+    let (decoder, model) = if v.word_level {
         let decoder = match tok.decoder {
             Decoder::Fuse => json!({"type": "Fuse"}),
             // HF joins WordLevel tokens with spaces by default; it has no decoder for the seeds'
             // "no space before punctuation" rule, so decoded text may differ there (ids do not).
             _ => Value::Null,
         };
-        return json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": normalizer,
-            "pre_tokenizer": pretokenizer_to_json(&tok.pretokenizer),
-            "post_processor": null,
-            "decoder": decoder,
-            "model": {
-                "type": "WordLevel",
-                "vocab": vocab,
-                "unk_token": v.unk_id.map(|id| v.token(id).unwrap().to_string()),
-            }
+        (decoder, json!({"type": "WordLevel", "vocab": vocab, "unk_token": unk}))
+    } else {
+        let model = json!({
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": unk,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": false,
+            "byte_fallback": false,
+            "ignore_merges": v.ignore_merges,
+            "vocab": vocab,
+            "merges": merges,
         });
-    }
+        (byte_level_json(true, true), model)
+    };
     json!({
         "version": "1.0",
         "truncation": null,
@@ -101,19 +102,8 @@ pub fn to_json(tok: &Tokenizer) -> Value {
         "normalizer": normalizer,
         "pre_tokenizer": pretokenizer_to_json(&tok.pretokenizer),
         "post_processor": null,
-        "decoder": byte_level_json(true, true),
-        "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": v.unk_id.map(|id| v.token(id).unwrap().to_string()),
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": v.ignore_merges,
-            "vocab": vocab,
-            "merges": merges,
-        }
+        "decoder": decoder,
+        "model": model,
     })
 }
 
