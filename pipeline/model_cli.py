@@ -14,27 +14,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def parse_sets(items: list[str]) -> dict:
-    """`key=value` pairs (values parsed as JSON when they can be) into a nested dict."""
-    import json
-
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            _fail(f"--set {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def train(
     data: Path = typer.Option(..., help="Dataset directory (hataori data build)."),
     out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
@@ -44,7 +23,7 @@ def train(
     context_length: Optional[int] = typer.Option(None, help="Training context (default: the model's)."),
     lr: float = typer.Option(6e-4, help="Peak learning rate."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    sets: list[str] = typer.Option([], "--set", help="Any other setting: key=value (e.g. tokens_per_step=524288, model.dropout=0.1)."),
+    sets: list[str] = typer.Option([], "--set", help="Any other setting: key=value, TOML values (e.g. tokens_per_step=524288, model.dropout=0.1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Pretrain a GPT on a token dataset. For several GPUs or nodes: torchrun ... -m pipeline.cli train ..."""
@@ -54,10 +33,14 @@ def train(
     from model.shard_format import DatasetError
     from model.train import TrainConfig, train as run
 
+    from pipeline.config import ConfigError, apply_overrides
+
     fields = dict(data=data, out=out, preset=preset, max_steps=max_steps, batch_size=batch_size,
                   context_length=context_length, lr=lr, device=device, progress=progress)
     try:
-        cfg = TrainConfig(**{**fields, **parse_sets(sets)})
+        cfg = TrainConfig(**apply_overrides(fields, sets))
+    except ConfigError as e:
+        _fail(str(e))
     except ValidationError as e:
         _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     try:

@@ -105,12 +105,6 @@ class Runner:
                                                  {s: self.path(s) for s in UPSTREAM["report"]}, out, prompt="")
         return stats
 
-    def run_all(self) -> dict[str, dict[str, Any]]:
-        with self.store.lock(timeout=None):
-            for stage in STAGES:
-                self.run_stage(stage)
-        return self.manifests
-
 
 def status(cfg: PipelineConfig) -> list[dict[str, Any]]:
     """Each stage: done (key, size, age), missing, incomplete or damaged; plus stale artifacts of

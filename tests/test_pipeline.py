@@ -134,3 +134,17 @@ def test_corpus_stage_reads_hf_datasets_cleans_and_dedupes(tmp_path, monkeypatch
     assert stats == {"documents": 3, "characters": 33, "duplicates": 2, "too_short": 1, "sources": 2}
     with pytest.raises(ValueError, match="no field 'body'"):
         list(corpus._source_documents(cfg.sources[0].model_copy(update={"text_field": "body"}), tmp_path, False))
+
+
+def test_torchrun_arguments_round_trip_to_the_same_train_config(tmp_path):
+    """nproc > 1 hands the stage's settings to `hataori train` under torchrun as --set options."""
+    from model.train import TrainConfig
+    from pipeline.config import PretrainStageConfig, apply_overrides
+    from pipeline.stages.pretrain import set_options, train_args
+
+    stage = PretrainStageConfig(nproc=2, preset="small", model={"dropout": 0.1, "n_layer": 3}, betas=(0.9, 0.99),
+                                compile=True, tokens_per_step=65536, device="cuda")
+    args = set_options(train_args(stage))
+    values = [a for i, a in enumerate(args) if i % 2 == 1]
+    parsed = TrainConfig(**apply_overrides({"data": tmp_path, "out": tmp_path}, values))
+    assert parsed == TrainConfig(data=tmp_path, out=tmp_path, **train_args(stage))

@@ -16,6 +16,17 @@ def train_args(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.model_dump(mode="json").items() if k != "nproc"}
 
 
+def set_options(args: dict[str, Any], prefix: str = "") -> list[str]:
+    """`--set key=value` pairs (TOML values; nested dicts as dotted keys) for `hataori train`."""
+    out: list[str] = []
+    for k, v in args.items():
+        if isinstance(v, dict):
+            out += set_options(v, f"{prefix}{k}.")
+        elif v is not None:
+            out += ["--set", f"{prefix}{k}={json.dumps(v)}"]  # JSON scalars and arrays are valid TOML
+    return out
+
+
 def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str, Any]:
     from model.train import TrainConfig, train
 
@@ -23,7 +34,7 @@ def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str
     if config.nproc <= 1:
         summary = train(TrainConfig(data=dataset_dir, out=run_dir, **train_args(config)))
     else:
-        sets = [arg for k, v in train_args(config).items() if v is not None for arg in ("--set", f"{k}={json.dumps(v)}")]
+        sets = set_options(train_args(config))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.nproc}",
                "-m", "pipeline.cli", "train", "--data", str(dataset_dir), "--out", str(run_dir), "--no-progress", *sets]
         log(f"launching: {' '.join(cmd)}")
