@@ -1,4 +1,4 @@
-"""Runs every tokenizer benchmark and prints all tables (markdown) to stdout.
+"""Runs every benchmark and prints all tables (markdown) to stdout.
 
     .venv/bin/python bench/run_all.py [--quick] [--morph]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-BENCHMARKS = ["tokenizer_train.py", "tokenizer_encode.py", "japanese_tokenizer.py", "data_bench.py"]
+BENCHMARKS = ["tokenizer_train.py", "tokenizer_encode.py", "japanese_tokenizer.py", "data_bench.py", "train_bench.py"]
 
 
 def cpu_busy_fraction(seconds: float = 2.0) -> float:
@@ -37,7 +37,7 @@ def cpu_busy_fraction(seconds: float = 2.0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Run all tokenizer benchmarks.")
+    ap = argparse.ArgumentParser(description="Run all benchmarks.")
     ap.add_argument("--quick", action="store_true", help="small inputs and one or two repetitions")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="first wait up to S seconds for other processes to leave the CPUs (< 15%% busy)")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() < deadline and cpu_busy_fraction(2.0) > 0.15:
         time.sleep(3)
 
-    print("# hataori tokenizer benchmarks" + (" (quick)" if args.quick else ""))
+    print("# hataori benchmarks" + (" (quick)" if args.quick else ""))
     print("\n```\n" + common.machine_description())
     busy = cpu_busy_fraction()
     print(f"CPU busy before start (other processes): {busy * 100:.0f}%")
