@@ -148,3 +148,35 @@ def test_torchrun_arguments_round_trip_to_the_same_train_config(tmp_path):
     values = [a for i, a in enumerate(args) if i % 2 == 1]
     parsed = TrainConfig(**apply_overrides({"data": tmp_path, "out": tmp_path}, values))
     assert parsed == TrainConfig(data=tmp_path, out=tmp_path, **train_args(stage))
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_when_the_flow_runs_again(project, tmp_path):
+    import signal
+    import time
+
+    config = tmp_path / "long.toml"
+    config.write_text((project / "pipe.toml").read_text()
+                      .replace("max_steps = 6", "max_steps = 120")
+                      .replace(f'artifacts = "{project / "artifacts"}"', f'artifacts = "{tmp_path / "artifacts"}"'))
+    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect")}
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    checkpoints = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        checkpoints = list((tmp_path / "artifacts" / "pretrain").glob("*/run/checkpoints/step-*"))
+        if len([c for c in checkpoints if "tmp" not in c.name]) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)  # the flow, its Prefect server, everything
+            break
+        time.sleep(0.05)
+    assert proc.wait() == -signal.SIGKILL, "the flow finished before it could be killed"
+    stage_dir = next((tmp_path / "artifacts" / "pretrain").iterdir())
+    assert not (stage_dir / "manifest.json").exists()  # not done: no manifest
+
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    assert manifest["stats"]["start_step"] >= 6 and manifest["stats"]["steps"] == 120  # resumed, then finished
+    steps = [json.loads(line)["step"] for line in (stage_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(120))  # one log, no gaps or repeats across the kill
