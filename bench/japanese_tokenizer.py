@@ -44,21 +44,13 @@ CHILD_TIMEOUT = 900.0
 # --------------------------------------------------------------------------------------------
 # training children: argv = [train_file, out_path, vocab, extra]; each reports seconds + vocab
 
+# extra = "KEYWORD=VALUE" for Tokenizer.train: pretokenizer=ja, model=char, ...
 OURS_CHILD = """
 import tokenizer_rs
-train, out, vocab, pre = _sys.argv[1], _sys.argv[2], int(_sys.argv[3]), _sys.argv[4]
+train, out, vocab, extra = _sys.argv[1], _sys.argv[2], int(_sys.argv[3]), _sys.argv[4]
+keyword, value = extra.split("=", 1)
 t0 = _time.perf_counter()
-tok = tokenizer_rs.Tokenizer.train([train], vocab, pretokenizer=pre, show_progress=False)
-seconds = _time.perf_counter() - t0
-_report(seconds=seconds, vocab_size=tok.vocab_size)
-tok.save(out)
-"""
-
-OURS_MODEL_CHILD = """
-import tokenizer_rs
-train, out, vocab, model = _sys.argv[1], _sys.argv[2], int(_sys.argv[3]), _sys.argv[4]
-t0 = _time.perf_counter()
-tok = tokenizer_rs.Tokenizer.train([train], vocab, model=model, show_progress=False)
+tok = tokenizer_rs.Tokenizer.train([train], vocab, show_progress=False, **{keyword: value})
 seconds = _time.perf_counter() - t0
 _report(seconds=seconds, vocab_size=tok.vocab_size)
 tok.save(out)
@@ -116,16 +108,16 @@ class System:
 
 def systems(model_kw: bool, morph: bool) -> list[System]:
     s = [
-        System("ours-ja", "hataori ja", "ours", OURS_CHILD, "ja"),
-        System("ours-ja-isolated", "hataori ja-isolated", "ours", OURS_CHILD, "ja-isolated"),
-        System("ours-gpt2", "hataori gpt2", "ours", OURS_CHILD, "gpt2"),
+        System("ours-ja", "hataori ja", "ours", OURS_CHILD, "pretokenizer=ja"),
+        System("ours-ja-isolated", "hataori ja-isolated", "ours", OURS_CHILD, "pretokenizer=ja-isolated"),
+        System("ours-gpt2", "hataori gpt2", "ours", OURS_CHILD, "pretokenizer=gpt2"),
         System("hf", "HF tokenizers BPE (GPT-2 regex)", "hf", HF_CHILD),
         System("spm-bpe", "SentencePiece BPE", "spm", SPM_CHILD, "bpe"),
         System("spm-unigram", "SentencePiece Unigram", "spm", SPM_CHILD, "unigram"),
     ]
     if model_kw:
-        s.append(System("ours-char", "hataori char-level", "ours", OURS_MODEL_CHILD, "char"))
-        s.append(System("ours-word", "hataori word-level (lossy)", "ours", OURS_MODEL_CHILD, "word",
+        s.append(System("ours-char", "hataori char-level", "ours", OURS_CHILD, "model=char"))
+        s.append(System("ours-word", "hataori word-level (lossy)", "ours", OURS_CHILD, "model=word",
                         note="lossy: drops whitespace"))
     if morph:
         s.append(System("ours-ja-morph", "hataori ja, morpheme-split training", "ours", OURS_MORPH_CHILD))

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import typer
 
+
 from model.shard_format import DatasetError
+from pipeline.cli_errors import fail
 
 app = typer.Typer(help="Build and inspect sharded token datasets (safetensors + manifest.json).", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command()
@@ -36,17 +33,17 @@ def build(
 
     tokenizer_file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
     if not tokenizer_file.is_file():
-        _fail(f"{tokenizer_file}: no such tokenizer file")
+        fail(f"{tokenizer_file}: no such tokenizer file")
     try:
         config = ShardsConfig(shard_tokens=shard_tokens, val_fraction=val_fraction, doc_split=doc_split, text_field=text_field, split_seed=seed)
     except ValidationError as e:
-        _fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
+        fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
     try:
         files = expand_inputs(inputs)
         manifest = build_dataset(iter_documents(files, config), tokenizer_file, out, config,
                                  source_key=inputs_fingerprint(files), overwrite=overwrite, progress=progress)
     except (DatasetError, ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     _print_info(out, manifest)
 
 
@@ -69,7 +66,7 @@ def info(directory: Path = typer.Argument(..., help="Dataset directory.")) -> No
     try:
         _print_info(directory, read_manifest(directory))
     except DatasetError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command("import-bin")
@@ -85,7 +82,7 @@ def import_bin(
     try:
         _print_info(out, import_bins(files, tokenizer_file, out))
     except (DatasetError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command("export-bin")
@@ -100,4 +97,4 @@ def export_bin(
         for path in export_bins(directory, out):
             typer.echo(str(path))
     except (DatasetError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))

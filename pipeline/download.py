@@ -7,7 +7,6 @@ arrive in `NAME.part`, which is renamed when the transfer (and the checksum) suc
 from __future__ import annotations
 
 import gzip
-import hashlib
 import shutil
 import tarfile
 import time
@@ -17,6 +16,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from model.shard_format import sha256_file
+
 CHUNK = 1 << 16
 
 
@@ -24,16 +25,8 @@ class DownloadError(OSError):
     """A source that could not be fetched or verified; the message names the URL or file."""
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check(path: Path, sha256: str | None, source: str) -> None:
-    if sha256 and (actual := sha256_of(path)) != sha256.lower():
+    if sha256 and (actual := sha256_file(path)) != sha256.lower():
         raise DownloadError(f"{source}: sha256 {actual} does not match the expected {sha256}")
 
 

@@ -8,10 +8,7 @@ from typing import Optional
 
 import typer
 
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+from pipeline.cli_errors import fail
 
 
 def train(
@@ -40,13 +37,13 @@ def train(
     try:
         cfg = TrainConfig(**apply_overrides(fields, sets))
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+        fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     try:
         summary = run(cfg)
     except (DatasetError, CheckpointError, ValueError, RuntimeError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")
 
 
@@ -57,11 +54,11 @@ def resolve_checkpoint(path: Path) -> Path:
     if (path / "checkpoints").is_dir():
         found = latest_valid(path / "checkpoints")
         if found is None:
-            _fail(f"{path}: no valid checkpoint under checkpoints/")
+            fail(f"{path}: no valid checkpoint under checkpoints/")
         return found
     if (path / "config.json").is_file():
         return path
-    _fail(f"{path}: not a run directory, checkpoint or transformers GPT-2 directory")
+    fail(f"{path}: not a run directory, checkpoint or transformers GPT-2 directory")
     raise AssertionError
 
 
@@ -77,7 +74,7 @@ def load_for_inference(path: Path, device: str = "cpu"):
     config = json.loads((directory / "config.json").read_text())
     model = load_hf_gpt2(directory).to(device) if "model_type" in config else load_model(directory, device)
     if not (directory / "tokenizer.json").is_file():
-        _fail(f"{directory}: no tokenizer.json beside the weights")
+        fail(f"{directory}: no tokenizer.json beside the weights")
     return model.eval(), Tokenizer.from_file(str(directory / "tokenizer.json"))
 
 
@@ -98,10 +95,10 @@ def generate(
     try:
         model, tok = load_for_inference(checkpoint, device)
     except (CheckpointError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     ids = tok.encode(prompt)
     if not ids:
-        _fail("the prompt encodes to no tokens")
+        fail("the prompt encodes to no tokens")
     import codecs
 
     # Tokens can end inside a multi-byte character: print whole characters as they complete.

@@ -8,10 +8,7 @@ from typing import Optional
 
 import typer
 
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+from pipeline.cli_errors import fail
 
 
 def run(
@@ -26,7 +23,7 @@ def run(
     try:
         load_config(config, sets)  # fail fast, before Prefect starts
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     from pipeline.flows import pipeline_flow
 
     start = time.perf_counter()
@@ -49,7 +46,7 @@ def status(
     try:
         rows = stage_status(load_config(config, sets))
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     for r in rows:
         detail = f"key {r['key'][:16]}  {r['bytes'] / 1e6:8.1f} MB  {r['age_s'] / 60:6.1f} min old" if r["state"] == "done" else ""
         stale = f"  ({len(r['stale'])} stale artifact(s) from other settings)" if r["stale"] else ""

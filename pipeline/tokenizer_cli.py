@@ -10,17 +10,13 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli_errors import fail
 from tokenizer_rs import PRESETS, Tokenizer
 
 app = typer.Typer(help="Train and apply byte-level BPE tokenizers (HF tokenizers-compatible).", no_args_is_help=True)
 
 TOKENIZER_FILE = "tokenizer.json"
 SAMPLE_BYTES = 2 << 20
-
-
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def corpus_files(paths: list[Path]) -> list[Path]:
