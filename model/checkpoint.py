@@ -92,15 +92,58 @@ def verify(directory: Path) -> None:
             raise CheckpointError(f"{path}: sha256 does not match the checkpoint's manifest (corrupted)")
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu") -> GPT:
+def build_model(config: GPTConfig) -> torch.nn.Module:
+    """The module a config describes: a GPT, a classifier (`labels`), either with LoRA adapters."""
+    if config.labels is not None:
+        from model.finetune.classify import GPTClassifier
+
+        model: torch.nn.Module = GPTClassifier(config)
+    else:
+        model = GPT(config)
+    if config.lora is not None:
+        from model.finetune.lora import apply_lora
+
+        apply_lora(model, config.lora)
+    return model
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The model of one checkpoint directory (ours), with its weights."""
     try:
         config = GPTConfig.model_validate_json((directory / "config.json").read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: no config.json") from None
-    model = GPT(config)
+    model = build_model(config)
     load_state_strict(model, load_file(str(directory / "model.safetensors")), str(directory / "model.safetensors"))
     return model.to(device)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run directory (its newest valid checkpoint), a checkpoint directory, or a transformers export."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        found = latest_valid(path / "checkpoints")
+        if found is None:
+            raise CheckpointError(f"{path}: no valid checkpoint under checkpoints/")
+        return found
+    if (path / "config.json").is_file():
+        return path
+    raise CheckpointError(f"{path}: not a run directory, checkpoint or transformers GPT-2 directory")
+
+
+def load_pretrained(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Path]:
+    """(model, checkpoint directory) from anything `resolve_checkpoint` accepts: ours or transformers'."""
+    from model.hf import load_hf_gpt2
+
+    directory = resolve_checkpoint(path)
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{directory / 'config.json'}: not JSON ({e})") from None
+    model = load_hf_gpt2(directory).to(device) if "model_type" in config else load_model(directory, device)
+    if not (directory / "tokenizer.json").is_file():
+        raise CheckpointError(f"{directory}: no tokenizer.json beside the weights")
+    return model, directory
 
 
 def latest_valid(root: Path) -> Path | None:

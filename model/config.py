@@ -16,6 +16,17 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+class LoRASpec(BaseModel):
+    """Low-rank adapters on the named linear layers: W x + (alpha / rank) * B A x, with W frozen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    targets: list[str] = Field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"],
+                               description="Linear layers (by name) that get adapters: attention and MLP projections.")
+
+
 class GPTConfig(BaseModel):
     """The architecture. `vocab_size` is the tokenizer's; the embedding is padded to a multiple of
     `vocab_multiple` for speed, and the padded rows are never sampled or scored."""
@@ -31,11 +42,15 @@ class GPTConfig(BaseModel):
     bias: bool = True
     vocab_multiple: int = Field(64, gt=0)
     layer_norm_epsilon: float = 1e-5
+    labels: list[str] | None = Field(None, description="Classifier: a head over these labels replaces the LM head.")
+    lora: LoRASpec | None = Field(None, description="Low-rank adapters (fine-tuning); merged away on export.")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "GPTConfig":
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            raise ValueError(f"labels must be at least two distinct names, not {self.labels}")
         return self
 
     @property

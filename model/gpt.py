@@ -105,10 +105,8 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                past: KVCache | None = None, use_cache: bool = False):
-        """Logits over the real vocabulary (padding rows cut off) and, with `targets`, the mean
-        cross-entropy (targets of -100 are ignored). With `use_cache`, also the key/value cache."""
+    def hidden_states(self, idx: torch.Tensor, past: KVCache | None = None, use_cache: bool = False):
+        """The trunk: final-LayerNorm hidden states (B, T, n_embd) and, with `use_cache`, the cache."""
         B, T = idx.shape
         start = past[0][0].size(2) if past else 0
         if start + T > self.config.context_length:
@@ -120,7 +118,13 @@ class GPT(nn.Module):
             x, present = block(x, past[i] if past else None)
             if use_cache:
                 presents.append(present)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x), presents
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                past: KVCache | None = None, use_cache: bool = False):
+        """Logits over the real vocabulary (padding rows cut off) and, with `targets`, the mean
+        cross-entropy (targets of -100 are ignored). With `use_cache`, also the key/value cache."""
+        x, presents = self.hidden_states(idx, past, use_cache)
         logits = self.lm_head(x)[..., : self.config.vocab_size]
         loss = None
         if targets is not None:

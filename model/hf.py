@@ -86,6 +86,14 @@ def load_state_strict(model: GPT, state: dict[str, torch.Tensor], source: str) -
 def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path | None = None) -> Path:
     """Writes `directory` so that `transformers.GPT2LMHeadModel.from_pretrained(directory)` loads
     it, and (with our tokenizer.json beside it) `AutoTokenizer.from_pretrained(directory)` too."""
+    if model.config.labels is not None:
+        raise CheckpointError("a classifier has no language-model head: only language models export to GPT2LMHeadModel")
+    if model.config.lora is not None:
+        import copy
+
+        from model.finetune.lora import merge_lora
+
+        model = merge_lora(copy.deepcopy(model))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config

@@ -1,0 +1,224 @@
+"""Classification fine-tuning: the LM head replaced by a head over label names, fed by the hidden
+state of the last real (non-padding) token, which under causal attention has seen the whole text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+
+from model.config import GPTConfig
+from model.finetune.common import FinetuneConfig, load_base, split_records, steps_for, warn_truncated
+from model.finetune.data import EpochSampler, FinetuneDataError, field, read_records
+from model.gpt import GPT
+from model.loop import Distributed, TrainingTask, fit
+
+
+class GPTClassifier(GPT):
+    """The GPT trunk plus `score`, a linear map from the last real token's state to label logits."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__(cfg)
+        self.score = nn.Linear(cfg.n_embd, len(cfg.labels), bias=False)
+        nn.init.normal_(self.score.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        hidden, _ = self.hidden_states(idx)
+        last = hidden[torch.arange(idx.size(0), device=idx.device), lengths - 1]
+        return self.score(last)
+
+
+class ClassifyConfig(FinetuneConfig):
+    text_field: str = Field("text", description="Field (column) holding the text.")
+    text_pair_field: str | None = Field(None, description="Second text of a pair (e.g. sentence2 for NLI).")
+    pair_separator: str = Field("\n", description="Joins a text pair.")
+    label_field: str = Field("label", description="Field (column) holding the label.")
+    columns: list[str] | None = Field(None, description="Column names of a header-less TSV/CSV, e.g. [label, text].")
+    labels: list[str] | None = Field(None, description="Label names in head order (default: sorted training labels).")
+    balance: bool = Field(False, description="Undersample every class of `data` to the rarest one before splitting.")
+    trainable_blocks: int | Literal["all"] = Field(
+        1, description="Transformer blocks that train, counted from the last (the final LayerNorm and head always train).")
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    epochs: float = Field(5.0, gt=0)
+
+
+Example = tuple[str, str, str]  # text, label, where (file and record number)
+
+
+def load_labeled(path: Path, cfg: ClassifyConfig) -> list[Example]:
+    examples = []
+    for i, record in enumerate(read_records(path, cfg.columns), 1):
+        text = field(path, i, record, cfg.text_field)
+        if cfg.text_pair_field:
+            text = text + cfg.pair_separator + field(path, i, record, cfg.text_pair_field)
+        if not text.strip():
+            raise FinetuneDataError(f"{path}: record {i}: field {cfg.text_field!r} is empty")
+        examples.append((text, field(path, i, record, cfg.label_field), f"{path}: record {i}"))
+    return examples
+
+
+def balanced(examples: list[Example], seed: int) -> list[Example]:
+    by_label: dict[str, list[int]] = {}
+    for i, (_, label, _) in enumerate(examples):
+        by_label.setdefault(label, []).append(i)
+    rarest = min(len(v) for v in by_label.values())
+    rng = np.random.default_rng(seed)
+    keep = sorted(i for v in by_label.values() for i in rng.choice(v, rarest, replace=False))
+    return [examples[i] for i in keep]
+
+
+def freeze_for_finetuning(model: GPTClassifier, trainable_blocks: int | str) -> None:
+    """Everything frozen except the last `trainable_blocks` blocks, the final LayerNorm and the head."""
+    if trainable_blocks == "all":
+        model.requires_grad_(True)
+        return
+    model.requires_grad_(False)
+    blocks = model.transformer.h
+    for block in list(blocks)[len(blocks) - min(int(trainable_blocks), len(blocks)):]:
+        block.requires_grad_(True)
+    model.transformer.ln_f.requires_grad_(True)
+    model.score.requires_grad_(True)
+
+
+def collate(items: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in items)
+    x = torch.zeros((len(items), width), dtype=torch.long)  # padding after the last real token is never seen by it
+    for row, (ids, _) in enumerate(items):
+        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids, _ in items], dtype=torch.long)
+    return x, lengths, torch.tensor([label for _, label in items], dtype=torch.long)
+
+
+def encode_texts(tokenizer, texts: list[str], limit: int) -> tuple[list[list[int]], int]:
+    ids = tokenizer.encode_batch(texts, allowed_special=set())
+    truncated = sum(len(x) > limit for x in ids)
+    return [x[:limit] if x else [0] for x in ids], truncated
+
+
+@torch.no_grad()
+def predict(model: GPTClassifier, ids: list[list[int]], batch_size: int = 32) -> torch.Tensor:
+    """Label probabilities (N, labels) for encoded texts."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(ids), batch_size):
+        x, lengths, _ = collate([(x, 0) for x in ids[start : start + batch_size]])
+        out.append(torch.softmax(model(x.to(device), lengths.to(device)).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+class ClassifyTask(TrainingTask):
+    def __init__(self, cfg: ClassifyConfig, dist: Distributed):
+        self.cfg, self.dist = cfg, dist
+        torch.manual_seed(cfg.seed)
+        base, self.tokenizer, self.tokenizer_json = load_base(cfg, dist.device)
+        if base.config.labels is not None:
+            raise ValueError(f"{cfg.base}: already a classifier ({', '.join(base.config.labels)}); start from a language model")
+        load = lambda p: load_labeled(p, cfg)  # noqa: E731
+        self.splits = split_records(cfg, (lambda p: balanced(load(p), cfg.seed)) if cfg.balance else load)
+        seen = sorted({label for _, label, _ in self.splits["train"]})
+        labels = cfg.labels or seen
+        if len(labels) < 2:
+            raise FinetuneDataError(f"{cfg.data}: the training split has only the label(s) {labels}; need at least two")
+        self.labels = labels
+        index = {name: i for i, name in enumerate(labels)}
+        for name in ("train", "val", "test"):
+            for _, label, where in self.splits[name]:
+                if label not in index:
+                    raise FinetuneDataError(f"{where}: label {label!r} was not seen in training (labels: {', '.join(labels)})")
+        self.limit = min(cfg.max_length or base.config.context_length, base.config.context_length)
+        self.encoded: dict[str, list[tuple[list[int], int]]] = {}
+        for name in ("train", "val", "test"):
+            ids, truncated = encode_texts(self.tokenizer, [t for t, _, _ in self.splits[name]], self.limit)
+            warn_truncated(truncated, len(ids), self.limit, f"{name} texts")
+            self.encoded[name] = [(x, index[label]) for x, (_, label, _) in zip(ids, self.splits[name])]
+
+        self.model = GPTClassifier(base.config.model_copy(update={"labels": labels})).to(dist.device)
+        missing, unexpected = self.model.load_state_dict(base.state_dict(), strict=False)
+        assert set(missing) <= {"score.weight"} and not unexpected, (missing, unexpected)
+        del base
+        if cfg.lora is not None:
+            from model.finetune.lora import apply_lora
+
+            self.model.config = self.model.config.model_copy(update={"lora": cfg.lora})
+            apply_lora(self.model, cfg.lora)
+            self.model.transformer.ln_f.requires_grad_(True)
+            self.model.score.requires_grad_(True)
+        else:
+            freeze_for_finetuning(self.model, cfg.trainable_blocks)
+        self.sampler = EpochSampler(len(self.encoded["train"]), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world)
+        self.max_steps = steps_for(cfg, self.sampler.per_epoch)
+        self.tokens_per_micro = cfg.batch_size * self.limit * dist.world
+
+    def next_batch(self):
+        return tuple(t.to(self.dist.device) for t in collate([self.encoded["train"][i] for i in self.sampler.next()]))
+
+    def loss(self, model, batch):
+        x, lengths, y = batch
+        return F.cross_entropy(model(x, lengths).float(), y)
+
+    def sampler_state(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_sampler_state(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+    def evaluate(self, model, autocast: Callable) -> dict[str, float]:
+        items = self.encoded["val"][self.dist.rank :: self.dist.world]
+        if not items:
+            return {}
+        loss, correct = 0.0, 0
+        for start in range(0, len(items), self.cfg.batch_size):
+            x, lengths, y = (t.to(self.dist.device) for t in collate(items[start : start + self.cfg.batch_size]))
+            with autocast():
+                logits = model(x, lengths).float()
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+        return {"val_loss": loss / len(items), "val_accuracy": correct / len(items)}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"finetune": {"task": "classify", "config": self.cfg.model_dump(mode="json")}}
+
+    def flops_per_token(self) -> float:
+        return self.model.flops_per_token(self.limit)
+
+
+def score_splits(task: ClassifyTask, out: Path) -> dict[str, Any]:
+    """Accuracy, macro-F1 and confusion matrices on val and test, plus the majority-class baseline."""
+    from model.finetune.metrics import classification_scores
+    from model.shard_format import write_json_atomic
+
+    results: dict[str, Any] = {}
+    majority = Counter(label for _, label in task.encoded["train"]).most_common(1)[0][0]
+    for name in ("val", "test"):
+        items = task.encoded[name]
+        probs = predict(task.model, [ids for ids, _ in items], task.cfg.batch_size)
+        actual = [label for _, label in items]
+        results[name] = classification_scores(probs.argmax(-1).tolist(), actual, task.labels)
+        results[name]["majority_baseline"] = sum(a == majority for a in actual) / len(actual)
+    results["majority_label"] = task.labels[majority]
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "eval" / "scores.json", results)
+    return results
+
+
+def finetune_classify(cfg: ClassifyConfig) -> dict[str, Any]:
+    """Fine-tunes `cfg.base` into a classifier in `cfg.out` (resuming if a checkpoint is there), then
+    scores validation and test. Safe to call under torchrun; rank 0 writes."""
+    dist = Distributed(cfg.device)
+    try:
+        task = ClassifyTask(cfg, dist)
+        summary = fit(cfg.model_copy(update={"max_steps": task.max_steps}), task, dist)
+        summary["examples"] = {name: len(v) for name, v in task.splits.items()}
+        summary["labels"] = task.labels
+        if dist.main:
+            summary["scores"] = score_splits(task, cfg.out)
+        return summary
+    finally:
+        dist.close()
