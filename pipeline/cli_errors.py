@@ -10,3 +10,17 @@ import typer
 def fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+def validated_config(cls, fields: dict, sets: list[str]):
+    """`cls(**fields)` with `--set key=value` overrides applied; a bad field exits naming its path."""
+    from pydantic import ValidationError
+
+    from pipeline.config import ConfigError, apply_overrides
+
+    try:
+        return cls(**apply_overrides(fields, sets))
+    except ConfigError as e:
+        fail(str(e))
+    except ValidationError as e:
+        fail("; ".join(f"{'.'.join(map(str, err['loc'])) or cls.__name__}: {err['msg']}" for err in e.errors()))

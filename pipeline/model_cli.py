@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli_errors import fail
+from pipeline.cli_errors import fail, validated_config
 
 
 def train(
@@ -24,22 +24,13 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Pretrain a GPT on a token dataset. For several GPUs or nodes: torchrun ... -m pipeline.cli train ..."""
-    from pydantic import ValidationError
-
     from model.hf import CheckpointError
     from model.shard_format import DatasetError
     from model.train import TrainConfig, train as run
 
-    from pipeline.config import ConfigError, apply_overrides
-
     fields = dict(data=data, out=out, preset=preset, max_steps=max_steps, batch_size=batch_size,
                   context_length=context_length, lr=lr, device=device, progress=progress)
-    try:
-        cfg = TrainConfig(**apply_overrides(fields, sets))
-    except ConfigError as e:
-        fail(str(e))
-    except ValidationError as e:
-        fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    cfg = validated_config(TrainConfig, fields, sets)
     try:
         summary = run(cfg)
     except (DatasetError, CheckpointError, ValueError, RuntimeError) as e:
@@ -47,35 +38,19 @@ def train(
     typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A run directory (its newest valid checkpoint), a checkpoint directory, or a transformers export."""
-    from model.checkpoint import latest_valid
-
-    if (path / "checkpoints").is_dir():
-        found = latest_valid(path / "checkpoints")
-        if found is None:
-            fail(f"{path}: no valid checkpoint under checkpoints/")
-        return found
-    if (path / "config.json").is_file():
-        return path
-    fail(f"{path}: not a run directory, checkpoint or transformers GPT-2 directory")
-    raise AssertionError
-
-
 def load_for_inference(path: Path, device: str = "cpu"):
-    """(model, tokenizer) from anything `resolve_checkpoint` accepts."""
-    import json
-
-    from model.checkpoint import load_model
-    from model.hf import load_hf_gpt2
+    """(model, tokenizer, checkpoint directory) from a run, checkpoint or transformers directory;
+    LoRA adapters are merged for speed. Exits with a clear message on a bad checkpoint."""
+    from model.checkpoint import load_pretrained
+    from model.finetune.lora import merge_lora
+    from model.hf import CheckpointError
     from tokenizer_rs import Tokenizer
 
-    directory = resolve_checkpoint(path)
-    config = json.loads((directory / "config.json").read_text())
-    model = load_hf_gpt2(directory).to(device) if "model_type" in config else load_model(directory, device)
-    if not (directory / "tokenizer.json").is_file():
-        fail(f"{directory}: no tokenizer.json beside the weights")
-    return model.eval(), Tokenizer.from_file(str(directory / "tokenizer.json"))
+    try:
+        model, directory = load_pretrained(path, device)
+    except (CheckpointError, ValueError) as e:
+        fail(str(e))
+    return merge_lora(model).eval(), Tokenizer.from_file(str(directory / "tokenizer.json")), directory
 
 
 def generate(
@@ -89,13 +64,11 @@ def generate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Continue PROMPT, streaming tokens to the terminal; stops at <|endoftext|>."""
-    from model.hf import CheckpointError
     from model.generate import generate as gen
 
-    try:
-        model, tok = load_for_inference(checkpoint, device)
-    except (CheckpointError, ValueError) as e:
-        fail(str(e))
+    model, tok, _ = load_for_inference(checkpoint, device)
+    if model.config.labels is not None:
+        fail(f"{checkpoint}: a classifier (labels {', '.join(model.config.labels)}); use hataori classify")
     ids = tok.encode(prompt)
     if not ids:
         fail("the prompt encodes to no tokens")
@@ -108,3 +81,18 @@ def generate(
         sys.stdout.write(decoder.decode(tok.decode_bytes([token])))
         sys.stdout.flush()
     sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+
+
+def export(
+    checkpoint: Path = typer.Option(..., help="Run directory or checkpoint directory (a language model)."),
+    out: Path = typer.Argument(..., help="Directory to write: config.json, model.safetensors, tokenizer.json."),
+) -> None:
+    """Export a checkpoint as a transformers GPT-2 directory (GPT2LMHeadModel, AutoTokenizer); LoRA adapters are merged."""
+    from model.hf import CheckpointError, export_hf_gpt2
+
+    model, _, directory = load_for_inference(checkpoint)
+    try:
+        export_hf_gpt2(model, out, directory / "tokenizer.json")
+    except CheckpointError as e:
+        fail(str(e))
+    typer.echo(f"exported {directory} to {out}")

@@ -60,8 +60,10 @@ def classification_scores(predicted: list[int], actual: list[int], labels: list[
 
 def format_confusion(scores: dict) -> str:
     labels = scores["labels"]
-    width = max(8, *(len(x) for x in labels))
-    lines = ["actual \\ predicted".ljust(width + 2) + "".join(x.rjust(width + 2) for x in labels)]
+    corner = "actual \\ predicted"
+    first = max(len(corner), *(len(x) for x in labels)) + 2
+    width = max(8, *(len(x) for x in labels)) + 2
+    lines = [corner.ljust(first) + "".join(x.rjust(width) for x in labels)]
     for name, row in zip(labels, scores["confusion"]):
-        lines.append(name.ljust(width + 2) + "".join(str(v).rjust(width + 2) for v in row))
+        lines.append(name.ljust(first) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""A conversation with an instruction-tuned model: turns in the model's own prompt template, the
+oldest turns dropped when the context window would overflow, replies streamed as text."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from model.finetune.instruct import ALPACA_INPUT, ALPACA_TEMPLATE, format_prompt
+from model.generate import generate
+
+TURN_SEPARATOR = "\n\n"
+
+
+def template_of(checkpoint_dir: Path) -> tuple[str, str]:
+    """The prompt template a checkpoint was instruction-tuned with (Alpaca's when it does not say)."""
+    state = Path(checkpoint_dir) / "state.json"
+    if state.is_file():
+        config = json.loads(state.read_text()).get("finetune", {}).get("config", {})
+        return config.get("template", ALPACA_TEMPLATE), config.get("input_template", ALPACA_INPUT)
+    return ALPACA_TEMPLATE, ALPACA_INPUT
+
+
+class Chat:
+    def __init__(self, model, tokenizer, *, template: str = ALPACA_TEMPLATE, input_template: str = ALPACA_INPUT,
+                 temperature: float = 0.7, top_k: int | None = 50, top_p: float | None = None,
+                 max_new_tokens: int = 200, seed: int | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.template, self.input_template = template, input_template
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.eot = tokenizer.token_to_id("<|endoftext|>")
+        self.history: list[tuple[str, str]] = []
+        self.dropped_turns = 0  # turns that no longer fit the window in the last prompt
+        self.context = model.config.context_length
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, allowed_special=set())
+
+    def prompt_ids(self, message: str) -> list[int]:
+        """Past turns (newest kept first) and the new message, leaving room for the reply."""
+        budget = max(self.context - min(self.max_new_tokens, self.context // 2), 1)
+        current = self._encode(format_prompt({"instruction": message, "input": ""}, self.template, self.input_template))
+        if len(current) >= budget:
+            self.dropped_turns = len(self.history)
+            return current[-budget:]
+        turns: list[list[int]] = []
+        used = len(current)
+        for user, reply in reversed(self.history):
+            ids = self._encode(format_prompt({"instruction": user, "input": ""}, self.template, self.input_template)
+                               + reply + TURN_SEPARATOR)
+            if used + len(ids) > budget:
+                break
+            turns.insert(0, ids)
+            used += len(ids)
+        self.dropped_turns = len(self.history) - len(turns)
+        return [t for ids in turns for t in ids] + current
+
+    def reply(self, message: str) -> Iterator[str]:
+        """Streams the reply as text (whole characters only) and records the turn when it ends."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces = []
+        for token in generate(self.model, self.prompt_ids(message), self.max_new_tokens, temperature=self.temperature,
+                              top_k=self.top_k, top_p=self.top_p, seed=self.seed, stop_id=self.eot):
+            text = decoder.decode(self.tokenizer.decode_bytes([token]))
+            if text:
+                pieces.append(text)
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+            yield tail
+        self.history.append((message, "".join(pieces).strip()))

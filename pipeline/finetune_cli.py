@@ -1,0 +1,180 @@
+"""`hataori finetune instruct|classify`, `hataori classify` and `hataori chat`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipeline.cli_errors import fail, validated_config
+
+app = typer.Typer(help="Fine-tune a pretrained model: instruction following or classification.", no_args_is_help=True)
+
+SETS_HELP = "Any other setting: key=value, TOML values (e.g. epochs=3, mask_prompt=true, lora={rank=8})."
+
+
+def _run(function, cfg):
+    from model.finetune.data import FinetuneDataError
+    from model.hf import CheckpointError
+    from model.shard_format import DatasetError
+
+    try:
+        return function(cfg)
+    except (FinetuneDataError, CheckpointError, DatasetError, ValueError, RuntimeError) as e:
+        fail(str(e))
+
+
+@app.command()
+def instruct(
+    base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
+    data: Path = typer.Option(..., help="JSON/JSONL records: instruction, optional input, output (or JCommonsenseQA)."),
+    out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
+    epochs: float = typer.Option(2.0, help="Passes over the training split."),
+    batch_size: int = typer.Option(8),
+    lr: float = typer.Option(1e-4),
+    mask_prompt: bool = typer.Option(False, "--mask-prompt/--no-mask-prompt", help="Score only response tokens."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    sets: list[str] = typer.Option([], "--set", help=SETS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Instruction-tune a model; writes checkpoints, metrics and eval/test_responses.jsonl with scores."""
+    from model.finetune.instruct import InstructConfig, finetune_instruct
+
+    cfg = validated_config(InstructConfig, dict(base=base, data=data, out=out, epochs=epochs, batch_size=batch_size,
+                                                lr=lr, mask_prompt=mask_prompt, device=device, progress=progress), sets)
+    summary = _run(finetune_instruct, cfg)
+    test = summary.get("test", {})
+    typer.echo(f"fine-tuned to step {summary['steps']}: loss {summary['final_loss']:.4f}, "
+               f"val loss {summary.get('val_loss', float('nan')):.4f}; test exact match {test.get('exact_match', 0):.1%}, "
+               f"ROUGE-L {test.get('rouge_l', 0):.3f} over {test.get('n', 0)}; responses in {out / 'eval' / 'test_responses.jsonl'}")
+
+
+@app.command()
+def classify(
+    base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
+    data: Path = typer.Option(..., help="TSV/CSV/JSONL records with a text and a label."),
+    out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
+    text_field: str = typer.Option("text"),
+    text_pair_field: Optional[str] = typer.Option(None, help="Second text of a pair (e.g. sentence2)."),
+    label_field: str = typer.Option("label"),
+    columns: Optional[str] = typer.Option(None, help="Column names of a header-less TSV/CSV, comma-separated (e.g. label,text)."),
+    balance: bool = typer.Option(False, "--balance/--no-balance", help="Undersample classes to the rarest."),
+    trainable_blocks: str = typer.Option("1", help="Blocks that train, from the last, or 'all'."),
+    epochs: float = typer.Option(5.0),
+    batch_size: int = typer.Option(8),
+    lr: float = typer.Option(1e-4),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    sets: list[str] = typer.Option([], "--set", help=SETS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fine-tune a classifier; prints accuracy, macro-F1 and the confusion matrix on validation and test."""
+    from model.finetune.classify import ClassifyConfig, finetune_classify
+    from model.finetune.metrics import format_confusion
+
+    fields = dict(base=base, data=data, out=out, text_field=text_field, text_pair_field=text_pair_field,
+                  label_field=label_field, columns=columns.split(",") if columns else None, balance=balance,
+                  trainable_blocks=trainable_blocks if trainable_blocks == "all" else _int(trainable_blocks, "--trainable-blocks"),
+                  epochs=epochs, batch_size=batch_size, lr=lr, device=device, progress=progress)
+    cfg = validated_config(ClassifyConfig, fields, sets)
+    summary = _run(finetune_classify, cfg)
+    for split in ("val", "test"):
+        s = summary["scores"][split]
+        typer.echo(f"{split}: accuracy {s['accuracy']:.2%} (majority baseline {s['majority_baseline']:.2%}), "
+                   f"macro-F1 {s['macro_f1']:.3f}, n={s['n']}")
+        typer.echo(format_confusion(s))
+    typer.echo(f"classifier in {out}")
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        fail(f"{name}: expected a whole number or 'all', not {value!r}")
+
+
+def classify_text(
+    texts: list[str] = typer.Argument(..., help="Texts to classify (or '-' to read one per line from stdin)."),
+    checkpoint: Path = typer.Option(..., help="Classifier run or checkpoint directory."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Print each text's label and its probability."""
+    from model.finetune.classify import encode_texts, predict
+
+    from pipeline.model_cli import load_for_inference
+
+    model, tok, _ = load_for_inference(checkpoint, device)
+    if model.config.labels is None:
+        fail(f"{checkpoint}: a language model, not a classifier (fine-tune one with hataori finetune classify)")
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    ids, _ = encode_texts(tok, texts, model.config.context_length)
+    probs = predict(model, ids)
+    for text, row in zip(texts, probs):
+        best = int(row.argmax())
+        label = model.config.labels[best]
+        typer.echo(f"{label}\t{float(row[best]):.4f}" + (f"\t{text}" if len(texts) > 1 else ""))
+
+
+HELP = "commands: /reset (forget the conversation), /temp 0.7 (sampling temperature), /quit"
+
+
+def chat(
+    checkpoint: Path = typer.Option(..., help="Instruction-tuned run, checkpoint or transformers directory."),
+    temperature: float = typer.Option(0.7, help="0 = greedy."),
+    top_k: Optional[int] = typer.Option(50),
+    max_new_tokens: int = typer.Option(200),
+    seed: Optional[int] = typer.Option(None, help="Same seed, same replies."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Chat with an instruction-tuned model. Reads one message per line; from a pipe, prints one reply per line."""
+    from model.chat import Chat, template_of
+
+    from pipeline.model_cli import load_for_inference
+
+    model, tok, directory = load_for_inference(checkpoint, device)
+    if model.config.labels is not None:
+        fail(f"{checkpoint}: a classifier, not a language model (use hataori classify)")
+    template, input_template = template_of(directory)
+    session = Chat(model, tok, template=template, input_template=input_template, temperature=temperature,
+                   top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        typer.echo(f"hataori chat: {directory} ({model.config.context_length}-token window). {HELP}")
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and line == "":
+            break
+        message = line.strip()
+        if not message:
+            continue
+        if message.startswith("/"):
+            command, _, arg = message.partition(" ")
+            if command == "/quit":
+                break
+            if command == "/reset":
+                session.reset()
+                typer.echo("(conversation reset)", err=not interactive)
+            elif command == "/temp":
+                try:
+                    session.temperature = max(float(arg), 0.0)
+                    typer.echo(f"(temperature {session.temperature})", err=not interactive)
+                except ValueError:
+                    typer.echo(f"(/temp needs a number, e.g. /temp 0.7; got {arg!r})", err=True)
+            else:
+                typer.echo(f"(unknown command {command}; {HELP})", err=True)
+            continue
+        for piece in session.reply(message):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if session.dropped_turns:
+            typer.echo(f"({session.dropped_turns} oldest turn(s) no longer fit the context window and were left out)", err=True)
+    if interactive:
+        typer.echo("bye")
+
