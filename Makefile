@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HATAORI_DATA_DIR ?= $(abspath ../shared/data)
 CORPUS ?= $(HATAORI_DATA_DIR)/gutenberg
+INSTRUCTIONS ?= $(HATAORI_DATA_DIR)/instruction-data.json
 
 .PHONY: all venv build demo test test-rust test-python bench lock clean
 
@@ -25,9 +26,11 @@ build: $(STAMP)
 	$(VENV)/bin/maturin develop --release --quiet
 
 # The Prefect flow on the embedded server: corpus -> tokenizer -> shards -> pretrain -> report.
-# CORPUS (files or directories of *.txt) replaces the config's download URLs; a rerun is all cached.
+# CORPUS (files or directories of *.txt) and INSTRUCTIONS (the instruction records) replace the
+# config's download URLs; a rerun is all cached.
 demo: build
-	$(VENV)/bin/hataori run configs/demo.toml --set 'corpus.sources=[{url="$(CORPUS)", doc_split="blank_line"}]'
+	$(VENV)/bin/hataori run configs/demo.toml --set 'corpus.sources=[{url="$(CORPUS)", doc_split="blank_line"}]' \
+		--set 'finetune.data="$(INSTRUCTIONS)"'
 
 test: test-rust test-python
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from model.finetune.classify import ClassifyConfig
+from model.finetune.instruct import InstructConfig
 from model.train import TrainConfig
 from pipeline.shards import ShardsConfig
 
@@ -68,6 +70,41 @@ PretrainStageConfig = create_model(
     **{name: (f.annotation, f) for name, f in TrainConfig.model_fields.items() if name not in ("data", "out")},
 )
 
+# Fine-tuning fields the pipeline supplies itself: the base model, tokenizer and run directory come
+# from upstream stages, and the data files are fetched like corpus sources.
+_SUPPLIED = ("base", "data", "val_data", "test_data", "tokenizer", "out")
+_FINETUNE_DATA = dict(
+    data=(str, Field(description="Records: http(s):// or file:// URL, or a local path.")),
+    data_sha256=(str | None, Field(None, description="Expected sha256 of a downloaded data file.")),
+    val_data=(str | None, Field(None, description="Validation records (URL or path; default: a fraction of data).")),
+    test_data=(str | None, Field(None, description="Test records (URL or path; default: a fraction of data).")),
+)
+
+
+def _finetune_stage(name: str, task: str, cls: type[BaseModel], prompt_help: str):
+    return create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        task=(Literal[task], Field(description="instruct or classify.")),
+        prompt=(str, Field("", description=prompt_help)),
+        **_FINETUNE_DATA,
+        **{n: (f.annotation, f) for n, f in cls.model_fields.items() if n not in _SUPPLIED},
+    )
+
+
+InstructStageConfig = _finetune_stage("InstructStageConfig", "instruct", InstructConfig,
+                                      "An instruction the fine-tuned model answers in the report (and at the end of the run).")
+ClassifyStageConfig = _finetune_stage("ClassifyStageConfig", "classify", ClassifyConfig,
+                                      "A text the classifier labels in the report.")
+FinetuneStageConfig = Annotated[InstructStageConfig | ClassifyStageConfig, Field(discriminator="task")]  # type: ignore[valid-type]
+
+
+def finetune_config(stage: BaseModel, **supplied: Any) -> InstructConfig | ClassifyConfig:
+    """The fine-tuning config of a pipeline stage, with the paths the pipeline supplies."""
+    cls = InstructConfig if stage.task == "instruct" else ClassifyConfig
+    own = stage.model_dump(exclude={"task", "prompt", *_FINETUNE_DATA})
+    return cls(**own, **supplied)
+
 
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +115,17 @@ class PipelineConfig(BaseModel):
     tokenizer: TokenizerStageConfig = TokenizerStageConfig()
     shards: ShardsConfig = ShardsConfig()
     pretrain: PretrainStageConfig = PretrainStageConfig()  # type: ignore[valid-type]
+    finetune: FinetuneStageConfig | None = None
+
+    @field_validator("finetune")
+    @classmethod
+    def _finetune_settings(cls, value):
+        if value is not None:  # cross-field checks of the fine-tuning config, before any stage runs
+            try:
+                finetune_config(value, base=Path("."), data=Path("."), out=Path("."))
+            except ValidationError as e:
+                raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        return value
 
 
 def _toml_value(raw: str) -> Any:

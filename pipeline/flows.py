@@ -32,7 +32,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import CachePolicy  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.runner import STAGES, Runner  # noqa: E402
+from pipeline.runner import Runner, active_stages  # noqa: E402
 
 
 @dataclass
@@ -58,12 +58,12 @@ def stage_task(runner: Runner, stage: str) -> dict[str, Any]:
 
 @flow(name="hataori", log_prints=True)
 def pipeline_flow(config_path: str, sets: list[str] | None = None, force: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """corpus -> tokenizer -> shards -> pretrain -> report, reusing every finished stage."""
+    """corpus -> tokenizer -> shards -> pretrain -> finetune (if configured) -> report, reusing every finished stage."""
     logger = get_run_logger()
     cfg = load_config(config_path, sets or [])
     runner = Runner(cfg, force=force, progress=progress)
     with runner.store.lock():
-        for stage in STAGES:
+        for stage in active_stages(cfg):
             state = stage_task.with_options(task_run_name=stage)(runner, stage, return_state=True)
             manifest = state.result()
             cached = state.name == "Cached" or runner.cached.get(stage, False)
@@ -72,4 +72,5 @@ def pipeline_flow(config_path: str, sets: list[str] | None = None, force: str | 
     report = runner.path("report") / "report.md"
     create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="hataori-report", description=cfg.name)
     return {"stages": {s: {"key": m["key"], "cached": runner.cached[s], "path": str(runner.path(s))} for s, m in runner.manifests.items()},
-            "report": str(report), "sample": runner.manifests["report"]["stats"].get("sample", "")}
+            "report": str(report), "sample": runner.manifests["report"]["stats"].get("sample", ""),
+            "finetune": runner.manifests["finetune"]["stats"] if "finetune" in runner.manifests else None}

@@ -11,10 +11,20 @@ from typing import Any
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import PipelineConfig
 
-STAGES = ("corpus", "tokenizer", "shards", "pretrain", "report")
+STAGES = ("corpus", "tokenizer", "shards", "pretrain", "finetune", "report")
 UPSTREAM = {"corpus": (), "tokenizer": ("corpus",), "shards": ("corpus", "tokenizer"), "pretrain": ("shards",),
-            "report": ("corpus", "tokenizer", "shards", "pretrain")}
+            "finetune": ("tokenizer", "pretrain"), "report": ("corpus", "tokenizer", "shards", "pretrain", "finetune")}
+RESUMABLE = ("pretrain", "finetune")  # their artifacts hold run directories that a rerun continues
 log = logging.getLogger("hataori")
+
+
+def active_stages(cfg: PipelineConfig) -> list[str]:
+    """The stages this config runs: fine-tuning only when it has a [finetune] section."""
+    return [s for s in STAGES if s != "finetune" or cfg.finetune is not None]
+
+
+def upstream_of(cfg: PipelineConfig, stage: str) -> list[str]:
+    return [u for u in UPSTREAM[stage] if u in active_stages(cfg)]
 
 
 def downstream_of(stage: str) -> list[str]:
@@ -46,13 +56,21 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         return cfg.shards.model_dump(mode="json", exclude={"batch_bytes"})
     if stage == "pretrain":
         return cfg.pretrain.model_dump(mode="json", exclude={"progress", "prefetch"})
+    if stage == "finetune":
+        from pipeline.config import SourceConfig
+
+        data = cfg.finetune.model_dump(mode="json", exclude={"progress"})
+        for name in ("data", "val_data", "test_data"):
+            if data[name]:
+                data[f"{name}_content_sha256"] = local_digest(SourceConfig(url=data[name]))
+        return data
     return {"name": cfg.name}
 
 
 class Runner:
     def __init__(self, cfg: PipelineConfig, force: str | None = None, progress: bool = True):
-        if force is not None and force not in STAGES:
-            raise ValueError(f"--force {force!r}: not a stage (stages: {', '.join(STAGES)})")
+        if force is not None and force not in active_stages(cfg):
+            raise ValueError(f"--force {force!r}: not a stage of this config (stages: {', '.join(active_stages(cfg))})")
         self.cfg, self.progress = cfg, progress
         self.store = ArtifactStore(cfg.artifacts)
         self.forced = set(downstream_of(force)) if force else set()
@@ -60,7 +78,7 @@ class Runner:
         self.cached: dict[str, bool] = {}
 
     def key(self, stage: str) -> str:
-        return self.store.key(stage, stage_config(self.cfg, stage), [self.manifests[u] for u in UPSTREAM[stage]])
+        return self.store.key(stage, stage_config(self.cfg, stage), [self.manifests[u] for u in upstream_of(self.cfg, stage)])
 
     def path(self, stage: str) -> Path:
         return self.store.path(stage, self.manifests[stage]["key"])
@@ -68,7 +86,7 @@ class Runner:
     def run_stage(self, stage: str) -> dict[str, Any]:
         key = self.key(stage)
         if stage in self.forced:
-            if stage == "pretrain":
+            if stage in RESUMABLE:
                 self.store.remove(stage, key)  # start training over, not resume
             else:
                 self.store.invalidate(stage, key)
@@ -84,13 +102,13 @@ class Runner:
         start = time.perf_counter()
         stats = self._build(stage, out)
         stats["seconds"] = round(time.perf_counter() - start, 2)
-        manifest = self.store.finalize(stage, key, stage_config(self.cfg, stage), [self.manifests[u] for u in UPSTREAM[stage]], stats)
+        manifest = self.store.finalize(stage, key, stage_config(self.cfg, stage), [self.manifests[u] for u in upstream_of(self.cfg, stage)], stats)
         self.manifests[stage], self.cached[stage] = manifest, False
         log.info("%s: done in %.1f s (%s)", stage, stats["seconds"], out)
         return manifest
 
     def _build(self, stage: str, out: Path) -> dict[str, Any]:
-        from pipeline.stages import corpus, dataset, pretrain, report, tokenizer
+        from pipeline.stages import corpus, dataset, finetune, pretrain, report, tokenizer
 
         if stage == "corpus":
             return corpus.run(self.cfg.corpus, [], out, downloads=self.store.root / "downloads", progress=self.progress)
@@ -101,8 +119,13 @@ class Runner:
         if stage == "pretrain":
             cfg = self.cfg.pretrain.model_copy(update={"progress": self.progress})
             return pretrain.run(cfg, self.path("shards") / dataset.DATASET, out, log=log.info)
-        stats, self.report_markdown = report.run({s: self.manifests[s] for s in UPSTREAM["report"]},
-                                                 {s: self.path(s) for s in UPSTREAM["report"]}, out, prompt="")
+        if stage == "finetune":
+            return finetune.run(self.cfg.finetune, self.path("tokenizer") / tokenizer.TOKENIZER,
+                                self.path("pretrain") / pretrain.RUN, out, downloads=self.store.root / "downloads",
+                                progress=self.progress)
+        upstream = upstream_of(self.cfg, "report")
+        stats, self.report_markdown = report.run({s: self.manifests[s] for s in upstream},
+                                                 {s: self.path(s) for s in upstream}, out, prompt="")
         return stats
 
 
@@ -112,8 +135,8 @@ def status(cfg: PipelineConfig) -> list[dict[str, Any]]:
     ones as configured."""
     store = ArtifactStore(cfg.artifacts)
     rows, upstream = [], {}
-    for stage in STAGES:
-        key = store.key(stage, stage_config(cfg, stage), [upstream[u] for u in UPSTREAM[stage]])
+    for stage in active_stages(cfg):
+        key = store.key(stage, stage_config(cfg, stage), [upstream[u] for u in upstream_of(cfg, stage)])
         upstream[stage] = {"stage": stage, "key": key}
         path = store.path(stage, key)
         problem = store.problem(stage, key, verify=False)

@@ -3,6 +3,7 @@ artifact lives (`report.md`; the flow also publishes it as a Prefect markdown ar
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,29 @@ def sample(run_dir: Path, prompt: str, tokens: int = 48, seed: int = 0) -> str:
     return tok.decode(out)
 
 
+def finetune_section(stats: dict[str, Any], run_dir: Path) -> list[str]:
+    """The fine-tuned model at work: the configured prompt's answer, then a few scored test responses
+    (instruction tuning) or the test confusion matrix (classification)."""
+    lines = ["## Fine-tuned model", ""]
+    if stats.get("prompt"):
+        lines += [f"Prompt: `{stats['prompt']}`", "", "```", str(stats.get("answer", "")).strip(), "```", ""]
+    responses = run_dir / "eval" / "test_responses.jsonl"
+    if responses.is_file():
+        rows = [json.loads(line) for line in responses.read_text(encoding="utf-8").splitlines()[:3]]
+        lines += [f"Test responses (all in `{responses}`):", ""]
+        for r in rows:
+            lines += [f"- **{r['instruction']}** {r['input']}".rstrip(), f"  - reference: {r['output']}",
+                      f"  - model: {r['response']} (ROUGE-L {r['rouge_l']:.2f})"]
+        lines.append("")
+    scores = run_dir / "eval" / "scores.json"
+    if "labels" in stats and scores.is_file():
+        from model.finetune.metrics import format_confusion
+
+        test = json.loads(scores.read_text())["test"]
+        lines += ["Test confusion matrix:", "", "```", format_confusion(test), "```", ""]
+    return lines
+
+
 def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: Path, *, prompt: str) -> tuple[dict[str, Any], str]:
     lines = ["# hataori run report", ""]
     for stage, m in manifests.items():
@@ -36,6 +60,8 @@ def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: P
         lines += ["## Loss curve", "", "![loss](loss.png)", ""]
     text = sample(run_dir, prompt)
     lines += ["## Sample", "", f"Prompt: `{prompt or '<|endoftext|>'}`", "", "```", (prompt + text).strip(), "```", ""]
+    if "finetune" in paths:
+        lines += finetune_section(manifests["finetune"]["stats"], paths["finetune"] / "run")
     markdown = "\n".join(lines)
     (out_dir / "report.md").write_text(markdown, encoding="utf-8")
     return {"report": str(out_dir / "report.md"), "sample": text}, markdown
