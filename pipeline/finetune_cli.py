@@ -31,6 +31,8 @@ def instruct(
     base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
     data: Path = typer.Option(..., help="JSON/JSONL records: instruction, optional input, output (or JCommonsenseQA)."),
     out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
+    val_data: Optional[Path] = typer.Option(None, help="Validation records (default: val_fraction of --data)."),
+    test_data: Optional[Path] = typer.Option(None, help="Test records (default: test_fraction of --data)."),
     epochs: float = typer.Option(2.0, help="Passes over the training split."),
     batch_size: int = typer.Option(8),
     lr: float = typer.Option(1e-4),
@@ -42,7 +44,7 @@ def instruct(
     """Instruction-tune a model; writes checkpoints, metrics and eval/test_responses.jsonl with scores."""
     from model.finetune.instruct import InstructConfig, finetune_instruct
 
-    cfg = validated_config(InstructConfig, dict(base=base, data=data, out=out, epochs=epochs, batch_size=batch_size,
+    cfg = validated_config(InstructConfig, dict(base=base, data=data, out=out, val_data=val_data, test_data=test_data, epochs=epochs, batch_size=batch_size,
                                                 lr=lr, mask_prompt=mask_prompt, device=device, progress=progress), sets)
     summary = _run(finetune_instruct, cfg)
     test = summary.get("test", {})
@@ -56,6 +58,8 @@ def classify(
     base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
     data: Path = typer.Option(..., help="TSV/CSV/JSONL records with a text and a label."),
     out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
+    val_data: Optional[Path] = typer.Option(None, help="Validation records (default: val_fraction of --data)."),
+    test_data: Optional[Path] = typer.Option(None, help="Test records (default: test_fraction of --data)."),
     text_field: str = typer.Option("text"),
     text_pair_field: Optional[str] = typer.Option(None, help="Second text of a pair (e.g. sentence2)."),
     label_field: str = typer.Option("label"),
@@ -73,7 +77,7 @@ def classify(
     from model.finetune.classify import ClassifyConfig, finetune_classify
     from model.finetune.metrics import format_confusion
 
-    fields = dict(base=base, data=data, out=out, text_field=text_field, text_pair_field=text_pair_field,
+    fields = dict(base=base, data=data, out=out, val_data=val_data, test_data=test_data, text_field=text_field, text_pair_field=text_pair_field,
                   label_field=label_field, columns=columns.split(",") if columns else None, balance=balance,
                   trainable_blocks=trainable_blocks if trainable_blocks == "all" else _int(trainable_blocks, "--trainable-blocks"),
                   epochs=epochs, batch_size=batch_size, lr=lr, device=device, progress=progress)
