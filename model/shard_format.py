@@ -9,6 +9,7 @@ shards with token counts and sha256 digests; a directory without it is not a fin
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -65,6 +66,10 @@ def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        full = " (is the disk full?)" if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+        raise OSError(e.errno, f"{e.strerror} while writing {path}{full}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -18,6 +18,10 @@ RESUMABLE = ("pretrain", "finetune")  # their artifacts hold run directories tha
 log = logging.getLogger("hataori")
 
 
+class StageError(RuntimeError):
+    """A stage failed; the message names the stage and what went wrong."""
+
+
 def active_stages(cfg: PipelineConfig) -> list[str]:
     """The stages this config runs: fine-tuning only when it has a [finetune] section."""
     return [s for s in STAGES if s != "finetune" or cfg.finetune is not None]
@@ -100,7 +104,10 @@ class Runner:
         out = self.store.path(stage, key)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        stats = self._build(stage, out)
+        try:
+            stats = self._build(stage, out)
+        except Exception as e:
+            raise StageError(f"stage {stage} failed: {e}") from e
         stats["seconds"] = round(time.perf_counter() - start, 2)
         manifest = self.store.finalize(stage, key, stage_config(self.cfg, stage), [self.manifests[u] for u in upstream_of(self.cfg, stage)], stats)
         self.manifests[stage], self.cached[stage] = manifest, False
