@@ -33,6 +33,9 @@ def project(tmp_path_factory):
             self.end_headers()
             self.wfile.write(served)
 
+    records = [{"instruction": f"Name animal number {i}.", "input": "" if i % 2 else "a story", "output": "The cat."}
+               for i in range(40)]
+    (root / "instructions.json").write_text(json.dumps(records), encoding="utf-8")
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     (root / "pipe.toml").write_text(f"""
@@ -60,12 +63,24 @@ eval_interval = 3
 eval_batches = 2
 sample_tokens = 0
 device = "cpu"
+[finetune]
+task = "instruct"
+data = "{root / 'instructions.json'}"
+max_steps = 4
+batch_size = 4
+eval_interval = 2
+checkpoint_interval = 2
+eval_limit = 2
+max_new_tokens = 4
+device = "cpu"
+prompt = "Name an animal."
 """, encoding="utf-8")
     yield root
     httpd.shutdown()
 
 
 PATHS: dict[str, Path] = {}
+STAGES = ("corpus", "tokenizer", "shards", "pretrain", "finetune", "report")
 
 
 def hataori(root: Path, *args: str) -> dict[str, str]:
@@ -76,10 +91,11 @@ def hataori(root: Path, *args: str) -> dict[str, str]:
     states = {}
     for line in r.stdout.splitlines():
         parts = line.split()
-        if parts and parts[0] in ("corpus", "tokenizer", "shards", "pretrain", "report") and len(parts) >= 3:
+        if parts and parts[0] in STAGES and len(parts) >= 3:
             states[parts[0]] = parts[1]
             PATHS[parts[0]] = Path(parts[2])
-    assert len(states) == 5, r.stdout
+    assert len(states) == len(STAGES), r.stdout
+    assert "answer:" in r.stdout  # the fine-tuned model answers the config's prompt
     return states
 
 
@@ -89,10 +105,20 @@ def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
     assert set(hataori(project).values()) == {"cached"}
 
     changed = hataori(project, "--set", "tokenizer.vocab_size=320")
-    assert changed == {"corpus": "cached", "tokenizer": "built", "shards": "built", "pretrain": "built", "report": "built"}
+    assert changed == {"corpus": "cached", "tokenizer": "built", "shards": "built", "pretrain": "built",
+                       "finetune": "built", "report": "built"}
 
     forced = hataori(project, "--force", "shards")
-    assert forced == {"corpus": "cached", "tokenizer": "cached", "shards": "built", "pretrain": "built", "report": "built"}
+    assert forced == {"corpus": "cached", "tokenizer": "cached", "shards": "built", "pretrain": "built",
+                      "finetune": "built", "report": "built"}
+
+    # The fine-tuning data is keyed by content: an edited record rebuilds only fine-tuning and the report.
+    records = json.loads((project / "instructions.json").read_text())
+    records[0]["output"] = "The dog."
+    (project / "instructions.json").write_text(json.dumps(records), encoding="utf-8")
+    edited = hataori(project)
+    assert edited == {"corpus": "cached", "tokenizer": "cached", "shards": "cached", "pretrain": "cached",
+                      "finetune": "built", "report": "built"}
 
     # Damage a shard of the dataset artifact: it is detected and rebuilt, and so is what reads it.
     shard = PATHS["shards"] / "dataset" / "train-00000.safetensors"
@@ -104,6 +130,9 @@ def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
 
     report = (PATHS["report"] / "report.md").read_text(encoding="utf-8")
     assert "## pretrain" in report and "val_loss" in report and "## Sample" in report
+    assert "## Fine-tuned model" in report and "Name an animal." in report and "reference: The" in report
+    scores = json.loads((PATHS["finetune"] / "run" / "eval" / "scores.json").read_text())
+    assert scores["n"] == 2 and 0 <= scores["rouge_l"] <= 1
     manifest = json.loads((PATHS["corpus"] / "manifest.json").read_text())
     assert manifest["stats"]["documents"] == 250 and manifest["files"][0]["path"] == "documents.jsonl"
 
