@@ -88,10 +88,10 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
     it, and (with our tokenizer.json beside it) `AutoTokenizer.from_pretrained(directory)` too."""
     if model.config.labels is not None:
         raise CheckpointError("a classifier has no language-model head: only language models export to GPT2LMHeadModel")
-    if model.config.lora is not None:
-        import copy
+    from model.finetune.lora import LoRALinear, merge_lora
 
-        from model.finetune.lora import merge_lora
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        import copy
 
         model = merge_lora(copy.deepcopy(model))
     directory = Path(directory)

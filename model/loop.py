@@ -184,6 +184,15 @@ def write_loss_png(metrics_path: Path, png: Path) -> None:
     os.replace(tmp, png)
 
 
+def _last_logged(metrics_path: Path) -> dict[str, Any]:
+    """final_loss and the latest val_* figures of a run's metrics log (a resumed or finished run)."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.exists() else []
+    out: dict[str, Any] = {"final_loss": rows[-1]["loss"]} if rows else {}
+    for row in rows:
+        out.update({k: v for k, v in row.items() if k.startswith("val_")})
+    return out
+
+
 def fit(cfg: LoopConfig, task: TrainingTask, dist: Distributed) -> dict[str, Any]:
     """Trains `task.model` to `cfg.max_steps`, resuming from the newest valid checkpoint in
     `cfg.out/checkpoints`; returns a summary. Every rank calls it; rank 0 writes."""
@@ -227,7 +236,8 @@ def fit(cfg: LoopConfig, task: TrainingTask, dist: Distributed) -> dict[str, Any
 
         bar = tqdm(total=cfg.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     accum = task.accum
-    summary: dict[str, Any] = {"start_step": start, "accum": accum, "tokens_per_step": task.tokens_per_micro * accum}
+    summary: dict[str, Any] = {"start_step": start, "accum": accum, "tokens_per_step": task.tokens_per_micro * accum,
+                               "steps": start, **(_last_logged(metrics_path) if dist.main else {})}
     last_time = time.perf_counter()
     model.train()
     for step in range(start, cfg.max_steps):

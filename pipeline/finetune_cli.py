@@ -132,7 +132,8 @@ def chat(
     seed: Optional[int] = typer.Option(None, help="Same seed, same replies."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Chat with an instruction-tuned model. Reads one message per line; from a pipe, prints one reply per line."""
+    """Chat with an instruction-tuned model. Reads one message per line; from a pipe, prints one reply per line
+    (line breaks inside a reply written as \\n, backslashes as \\\\)."""
     from model.chat import Chat, template_of
 
     from pipeline.model_cli import load_for_inference
@@ -173,7 +174,8 @@ def chat(
                 typer.echo(f"(unknown command {command}; {HELP})", err=True)
             continue
         for piece in session.reply(message):
-            sys.stdout.write(piece)
+            # From a pipe, one reply per line: line breaks inside a reply are written as \n.
+            sys.stdout.write(piece if interactive else piece.replace("\\", "\\\\").replace("\n", "\\n"))
             sys.stdout.flush()
         sys.stdout.write("\n")
         sys.stdout.flush()

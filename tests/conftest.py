@@ -19,6 +19,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The tests train tiny models: many small ops, where two torch threads per process on a 2-core
+# machine (with a second process often running beside) are many times slower than one. Set before
+# torch is imported; child processes inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The pattern of tiktoken's gpt2 encoding (tiktoken_ext/openai_public.py).
 GPT2_TIKTOKEN_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

@@ -121,7 +121,7 @@ class ClassifyTask(TrainingTask):
         if base.config.labels is not None:
             raise ValueError(f"{cfg.base}: already a classifier ({', '.join(base.config.labels)}); start from a language model")
         load = lambda p: load_labeled(p, cfg)  # noqa: E731
-        self.splits = split_records(cfg, (lambda p: balanced(load(p), cfg.seed)) if cfg.balance else load)
+        self.splits = split_records(cfg, load, (lambda records: balanced(records, cfg.seed)) if cfg.balance else None)
         seen = sorted({label for _, label, _ in self.splits["train"]})
         labels = cfg.labels or seen
         if len(labels) < 2:

@@ -78,11 +78,14 @@ def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
         warnings.warn(f"{count} of {total} {what} were longer than {limit} tokens and were truncated", stacklevel=2)
 
 
-def split_records(cfg: FinetuneConfig, load) -> dict[str, list[Any]]:
-    """train / val / test lists: from their own files where given, else seeded fractions of `data`."""
+def split_records(cfg: FinetuneConfig, load, prepare=None) -> dict[str, list[Any]]:
+    """train / val / test lists: from their own files where given, else seeded fractions of `data`
+    (after `prepare`, e.g. class balancing, which applies to `data` only)."""
     from model.finetune.data import FinetuneDataError, split_indices
 
     records = load(cfg.data)
+    if prepare is not None:
+        records = prepare(records)
     fractions = {"val": 0.0 if cfg.val_data else cfg.val_fraction, "test": 0.0 if cfg.test_data else cfg.test_fraction}
     parts = split_indices(len(records), fractions["val"], fractions["test"], cfg.seed)
     splits = {name: [records[i] for i in idx] for name, idx in parts.items()}

@@ -27,11 +27,14 @@ def read_records(path: Path, columns: list[str] | None = None) -> list[dict[str,
     if not path.is_file():
         raise FinetuneDataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in (".tsv", ".csv", ".txt"):
-        return _read_table(path, "," if suffix == ".csv" else "\t", columns)
-    if suffix not in (".json", ".jsonl"):
-        raise FinetuneDataError(f"{path}: unknown format {suffix!r} (use .json, .jsonl, .tsv or .csv)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix in (".tsv", ".csv", ".txt"):
+            return _read_table(path, "," if suffix == ".csv" else "\t", columns)
+        if suffix not in (".json", ".jsonl"):
+            raise FinetuneDataError(f"{path}: unknown format {suffix!r} (use .json, .jsonl, .tsv or .csv)")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise FinetuneDataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
