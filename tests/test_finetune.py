@@ -619,3 +619,30 @@ def test_balance_leaves_a_separate_test_file_alone(env, tmp_path):
                         Distributed("cpu"))
     assert len(task.splits["train"]) + len(task.splits["val"]) == 60  # `data` is balanced already: 30 and 30
     assert len(task.splits["test"]) == 20  # the test file as given: 5 pos, 15 neg
+
+
+def test_jcommonsenseqa_instruction_tuning_end_to_end(data_dir, tmp_path):
+    """JGLUE JCommonsenseQA as instruction data through the CLI: a Japanese tokenizer (ja preset), a
+    tiny base, `hataori finetune instruct` on the train file with the validation file as test set."""
+    train_file = data_dir / "jglue" / "jcommonsenseqa-v1.3-train.json"
+    valid_file = data_dir / "jglue" / "jcommonsenseqa-v1.3-valid.json"
+    train = tmp_path / "train.json"
+    train.write_text("".join(train_file.read_text(encoding="utf-8").splitlines(keepends=True)[:96]), encoding="utf-8")
+    test = tmp_path / "test.json"
+    test.write_text("".join(valid_file.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
+    texts = [format_prompt(e) + e["output"] for e in load_instructions(train)]
+    tok = Tokenizer.train(iter(texts * 2), 600, pretokenizer="ja", special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(0)
+    export_hf_gpt2(GPT(GPTConfig.preset("tiny", vocab_size=tok.vocab_size, context_length=256)), tmp_path / "base",
+                   tmp_path / "tokenizer.json")
+    r = cli("finetune", "instruct", "--base", tmp_path / "base", "--data", train, "--test-data", test,
+            "--out", tmp_path / "run", "--device", "cpu", "--no-progress", "--mask-prompt",
+            "--set", "max_steps=8", "--set", "max_new_tokens=8", "--set", "batch_size=8")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval" / "test_responses.jsonl").read_text(encoding="utf-8").splitlines()]
+    first = json.loads(test.read_text(encoding="utf-8").splitlines()[0])
+    assert len(rows) == 6 and rows[0]["output"] == first[f"choice{first['label']}"]
+    assert rows[0]["input"].startswith("質問：" + first["question"])
+    scores = json.loads((tmp_path / "run" / "eval" / "scores.json").read_text())
+    assert scores["n"] == 6 and 0.0 <= scores["exact_match"] <= 1.0

@@ -9,6 +9,7 @@ response stays a target, so the model learns to stop; the remaining padding is m
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -114,7 +115,11 @@ class InstructTask(TrainingTask):
             encoded, truncated = encode_examples(self.splits[name], self.tokenizer, self.eot, cfg, self.limit)
             warn_truncated(truncated, len(encoded), self.limit, f"{name} examples")
             if cfg.mask_prompt:  # a prompt that fills the whole window leaves nothing to learn
-                encoded = [(ids, p) for ids, p in encoded if p < len(ids)]
+                kept = [(ids, p) for ids, p in encoded if p < len(ids)]
+                if len(kept) < len(encoded):
+                    warnings.warn(f"{len(encoded) - len(kept)} of {len(encoded)} {name} examples were left out: "
+                                  f"with mask_prompt their prompt fills the {self.limit}-token window", stacklevel=2)
+                encoded = kept
             self.encoded[name] = encoded
         if cfg.lora is not None:
             from model.finetune.lora import apply_lora
