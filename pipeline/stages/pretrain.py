@@ -39,9 +39,18 @@ def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str
                "-m", "pipeline.cli", "train", "--data", str(dataset_dir), "--out", str(run_dir), "--no-progress", *sets]
         log(f"launching: {' '.join(cmd)}")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:  # stream torchrun's output into the run log
-            log(line.rstrip())
-        if proc.wait() != 0:
+        try:
+            for line in proc.stdout:  # stream torchrun's output into the run log
+                log(line.rstrip())
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # the flow was cancelled: never leave training running behind it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if proc.returncode != 0:
             raise RuntimeError(f"torchrun exited with status {proc.returncode}")
         summary = {}
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
