@@ -35,7 +35,10 @@ def train(
         summary = run(cfg)
     except (DatasetError, CheckpointError, ValueError, RuntimeError) as e:
         fail(str(e))
-    typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per rank
+        typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")
 
 
 def load_for_inference(path: Path, device: str = "cpu"):
