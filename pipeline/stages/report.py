@@ -62,6 +62,9 @@ def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: P
     lines += ["## Sample", "", f"Prompt: `{prompt or '<|endoftext|>'}`", "", "```", (prompt + text).strip(), "```", ""]
     if "finetune" in paths:
         lines += finetune_section(manifests["finetune"]["stats"], paths["finetune"] / "run")
+        if (paths["finetune"] / "run" / "loss.png").exists():
+            shutil.copyfile(paths["finetune"] / "run" / "loss.png", out_dir / "finetune-loss.png")
+            lines += ["Fine-tuning loss:", "", "![fine-tuning loss](finetune-loss.png)", ""]
     markdown = "\n".join(lines)
     (out_dir / "report.md").write_text(markdown, encoding="utf-8")
     return {"report": str(out_dir / "report.md"), "sample": text}, markdown
