@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-BENCHMARKS = ["tokenizer_train.py", "tokenizer_encode.py", "japanese_tokenizer.py", "data_bench.py", "train_bench.py"]
+BENCHMARKS = ["tokenizer_train.py", "tokenizer_encode.py", "japanese_tokenizer.py", "data_bench.py", "train_bench.py",
+              "finetune_bench.py"]
 
 
 def cpu_busy_fraction(seconds: float = 2.0) -> float:
