@@ -15,15 +15,20 @@ app = typer.Typer(help="Fine-tune a pretrained model: instruction following or c
 SETS_HELP = "Any other setting: key=value, TOML values (e.g. epochs=3, mask_prompt=true, lora={rank=8})."
 
 
-def _run(function, cfg):
+def _run(function, cfg) -> dict | None:
+    """The run's summary on the process that reports: rank 0 under torchrun (which alone scores the
+    model and writes), None on the other ranks, which have nothing more to say."""
+    import os
+
     from model.finetune.data import FinetuneDataError
     from model.hf import CheckpointError
     from model.shard_format import DatasetError
 
     try:
-        return function(cfg)
+        summary = function(cfg)
     except (FinetuneDataError, CheckpointError, DatasetError, ValueError, RuntimeError) as e:
         fail(str(e))
+    return summary if os.environ.get("RANK", "0") == "0" else None
 
 
 @app.command()
@@ -47,6 +52,8 @@ def instruct(
     cfg = validated_config(InstructConfig, dict(base=base, data=data, out=out, val_data=val_data, test_data=test_data, epochs=epochs, batch_size=batch_size,
                                                 lr=lr, mask_prompt=mask_prompt, device=device, progress=progress), sets)
     summary = _run(finetune_instruct, cfg)
+    if summary is None:
+        return
     test = summary.get("test", {})
     typer.echo(f"fine-tuned to step {summary['steps']}: loss {summary['final_loss']:.4f}, "
                f"val loss {summary.get('val_loss', float('nan')):.4f}; test exact match {test.get('exact_match', 0):.1%}, "
@@ -83,6 +90,8 @@ def classify(
                   epochs=epochs, batch_size=batch_size, lr=lr, device=device, progress=progress)
     cfg = validated_config(ClassifyConfig, fields, sets)
     summary = _run(finetune_classify, cfg)
+    if summary is None:
+        return
     for split in ("val", "test"):
         s = summary["scores"][split]
         typer.echo(f"{split}: accuracy {s['accuracy']:.2%} (majority baseline {s['majority_baseline']:.2%}), "
