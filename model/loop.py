@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model import checkpoint as ckpt
 
-# Dense bf16 peak FLOP/s by device name fragment, for MFU.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+# Dense bf16 peak FLOP/s by device-name fragment, for MFU; the first fragment found in the name wins,
+# so the PCIe and NVL variants of the H100 (fewer SMs, lower clocks) come before the SXM part.
+PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
+              ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12))
 
 
 class LoopConfig(BaseModel):
@@ -154,7 +156,19 @@ def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return next((flops for fragment, flops in PEAK_FLOPS if fragment in name), None)
+
+
+@contextlib.contextmanager
+def oom_advice(cfg: LoopConfig):
+    """Turns CUDA's out-of-memory error (a wall of allocator statistics) into the one thing to change."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise RuntimeError(
+            f"CUDA out of memory at batch_size {cfg.batch_size}: lower batch_size "
+            f"(tokens_per_step keeps the tokens per optimizer step through gradient accumulation)"
+        ) from None
 
 
 def autocast_for(cfg: LoopConfig, device: torch.device) -> Callable[[], Any]:
@@ -250,16 +264,10 @@ def fit(cfg: LoopConfig, task: TrainingTask, dist: Distributed) -> dict[str, Any
         for micro in range(accum):
             batch = task.next_batch()
             sync = contextlib.nullcontext() if (not dist.enabled or micro == accum - 1) else train_model.no_sync()
-            with sync:
-                try:
-                    with autocast():
-                        loss = task.loss(train_model, batch)
-                    (loss / accum).backward()
-                except torch.cuda.OutOfMemoryError:
-                    raise RuntimeError(
-                        f"CUDA out of memory at batch_size {cfg.batch_size}: lower batch_size "
-                        f"(tokens_per_step keeps the tokens per optimizer step through gradient accumulation)"
-                    ) from None
+            with sync, oom_advice(cfg):
+                with autocast():
+                    loss = task.loss(train_model, batch)
+                (loss / accum).backward()
             loss_sum += float(loss.detach())
         trainable = [p for p in model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
@@ -275,7 +283,7 @@ def fit(cfg: LoopConfig, task: TrainingTask, dist: Distributed) -> dict[str, Any
                   "mfu": (flops_token * tokens_per_s / dist.world / peak) if (peak and flops_token) else None}
         done = step + 1
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
-            with torch.no_grad():
+            with torch.no_grad(), oom_advice(cfg):
                 model.eval()
                 record.update({k: dist.mean(v) for k, v in task.evaluate(model, autocast).items()})
                 if dist.main:
