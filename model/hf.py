@@ -8,7 +8,6 @@ weights. Our embedding is padded to a multiple of 64 rows; the export trims it t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import GPTConfig
 from model.gpt import GPT
+from model.shard_format import write_atomic, write_bytes_atomic, write_json_atomic
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFERS = (".attn.bias", ".attn.masked_bias")  # not c_attn.bias
@@ -107,7 +107,9 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
         if key.endswith(CONV1D):
             t = t.t()
         tensors[key] = t.contiguous().clone()
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    # Every file goes through temp + fsync + rename, config.json last: a directory that has a
+    # config.json never has half-written weights beside it.
+    write_atomic(directory / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
         "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length, "n_ctx": cfg.context_length,
@@ -118,13 +120,13 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
         "bos_token_id": None, "eos_token_id": None,
     }
     if tokenizer_json is not None:
-        shutil.copyfile(tokenizer_json, directory / "tokenizer.json")
+        write_bytes_atomic(directory / "tokenizer.json", [Path(tokenizer_json).read_bytes()])
         from tokenizer_rs import Tokenizer
 
         eot = Tokenizer.from_file(str(tokenizer_json)).token_to_id("<|endoftext|>")
         hf_config["bos_token_id"] = hf_config["eos_token_id"] = eot
         special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eot is not None else {}
-        (directory / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.context_length, **special}, indent=2))
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+        write_json_atomic(directory / "tokenizer_config.json",
+                          {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.context_length, **special})
+    write_json_atomic(directory / "config.json", hf_config)
     return directory

@@ -15,7 +15,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,14 +56,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see a half-written file."""
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temp file in the same directory; then fsync and rename, so readers
+    never see a half-written `path`, and a failure leaves neither it nor the temp file behind."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
@@ -74,6 +73,15 @@ def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            for c in chunks:
+                f.write(c)
+
+    write_atomic(path, write)
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -96,6 +96,6 @@ def export(
     model, _, directory = load_for_inference(checkpoint)
     try:
         export_hf_gpt2(model, out, directory / "tokenizer.json")
-    except CheckpointError as e:
+    except (CheckpointError, OSError) as e:
         fail(str(e))
     typer.echo(f"exported {directory} to {out}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
 
 from model.config import GPTConfig
 from model.gpt import GPT
+from model import hf
 from model.hf import CheckpointError, export_hf_gpt2, load_hf_gpt2, load_state_strict
 
 torch.manual_seed(0)
@@ -65,6 +69,21 @@ def test_export_loads_in_transformers_with_identical_logits(tmp_path, data_dir):
     again = load_hf_gpt2(tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(again(x)[0], ours(x)[0])
+
+
+def test_a_failed_export_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    export_hf_gpt2(GPT(GPTConfig.preset("tiny", vocab_size=100)), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def half_then_disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a tensor")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hf, "save_file", half_then_disk_full)
+    with pytest.raises(OSError, match=r"while writing .*model\.safetensors \(is the disk full\?\)"):
+        export_hf_gpt2(GPT(GPTConfig.preset("tiny", vocab_size=100, n_embd=128)), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file, nothing half-written
+    assert load_hf_gpt2(tmp_path).config.n_embd == 64
 
 
 def test_mismatched_checkpoint_names_tensors():
