@@ -25,7 +25,7 @@ venv: $(STAMP)
 build: $(STAMP)
 	$(VENV)/bin/maturin develop --release --quiet
 
-# The Prefect flow on the embedded server: corpus -> tokenizer -> shards -> pretrain -> report.
+# The Prefect flow on the embedded server: corpus -> tokenizer -> shards -> pretrain -> finetune -> report.
 # CORPUS (files or directories of *.txt) and INSTRUCTIONS (the instruction records) replace the
 # config's download URLs; a rerun is all cached.
 demo: build
