@@ -17,41 +17,17 @@ import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from model import checkpoint as ckpt
+from model.settings import LoopConfig  # noqa: F401 (re-exported)
 
 # Dense bf16 peak FLOP/s by device-name fragment, for MFU; the first fragment found in the name wins,
 # so the PCIe and NVL variants of the H100 (fewer SMs, lower clocks) come before the SXM part.
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
               ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12))
-
-
-class LoopConfig(BaseModel):
-    """Optimization, evaluation, checkpointing and device settings common to every training run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    out: Path = Field(description="Run directory: checkpoints/, metrics.jsonl, loss.png.")
-    batch_size: int = Field(8, gt=0, description="Sequences per micro-batch per process.")
-    max_steps: int = Field(1000, gt=0)
-    lr: float = Field(6e-4, gt=0)
-    min_lr: float = Field(6e-5, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 = off).")
-    eval_interval: int = Field(100, gt=0)
-    checkpoint_interval: int = Field(100, gt=0)
-    keep_checkpoints: int = Field(3, gt=0)
-    seed: int = 1337
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    compile: bool = False
-    progress: bool = True
 
 
 class TrainingTask(ABC):

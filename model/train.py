@@ -13,22 +13,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import Field
 
-from model.config import GPTConfig, PRESETS
+from model.config import GPTConfig
 from model.data import RandomWindowLoader, TokenDataset
 from model.loop import Distributed, LoopConfig, TrainingTask, fit, make_optimizer, peak_flops  # noqa: F401 (re-exported)
-
-
-class TrainConfig(LoopConfig):
-    data: Path = Field(description="Dataset directory (hataori data build).")
-    preset: str = Field("tiny", description=f"Model preset: {', '.join(PRESETS)}.")
-    model: dict[str, Any] = Field(default_factory=dict, description="GPTConfig overrides (n_layer, dropout, ...).")
-    context_length: int | None = Field(None, gt=0, description="Training context (default: the model's).")
-    tokens_per_step: int | None = Field(None, gt=0, description="Target tokens per optimizer step (gradient accumulation).")
-    eval_batches: int = Field(20, gt=0)
-    sample_tokens: int = Field(32, ge=0, description="Tokens of sampled continuation logged at each evaluation.")
-    prefetch: int = Field(2, ge=0)
+from model.settings import TrainConfig  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()

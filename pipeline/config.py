@@ -10,9 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from model.finetune.classify import ClassifyConfig
-from model.finetune.instruct import InstructConfig
-from model.train import TrainConfig
+from model.settings import ClassifyConfig, InstructConfig, TrainConfig
 from pipeline.shards import ShardsConfig
 
 

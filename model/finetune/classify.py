@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
 
 from model.config import GPTConfig
-from model.finetune.common import FinetuneConfig, load_base, split_records, steps_for, warn_truncated
+from model.finetune.common import load_base, split_records, steps_for, warn_truncated
 from model.finetune.data import EpochSampler, FinetuneDataError, field, read_records
 from model.gpt import GPT
 from model.loop import Distributed, TrainingTask, fit
+from model.settings import ClassifyConfig  # noqa: F401 (re-exported)
 
 
 class GPTClassifier(GPT):
@@ -32,20 +32,6 @@ class GPTClassifier(GPT):
         hidden, _ = self.hidden_states(idx)
         last = hidden[torch.arange(idx.size(0), device=idx.device), lengths - 1]
         return self.score(last)
-
-
-class ClassifyConfig(FinetuneConfig):
-    text_field: str = Field("text", description="Field (column) holding the text.")
-    text_pair_field: str | None = Field(None, description="Second text of a pair (e.g. sentence2 for NLI).")
-    pair_separator: str = Field("\n", description="Joins a text pair.")
-    label_field: str = Field("label", description="Field (column) holding the label.")
-    columns: list[str] | None = Field(None, description="Column names of a header-less TSV/CSV, e.g. [label, text].")
-    labels: list[str] | None = Field(None, description="Label names in head order (default: sorted training labels).")
-    balance: bool = Field(False, description="Undersample every class of `data` to the rarest one before splitting.")
-    trainable_blocks: int | Literal["all"] = Field(
-        1, description="Transformer blocks that train, counted from the last (the final LayerNorm and head always train).")
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    epochs: float = Field(5.0, gt=0)
 
 
 Example = tuple[str, str, str]  # text, label, where (file and record number)

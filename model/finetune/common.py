@@ -9,32 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 
-from model.config import LoRASpec
 from model.hf import CheckpointError
-from model.loop import LoopConfig
-
-
-class FinetuneConfig(LoopConfig):
-    base: Path = Field(description="Pretrained model: a run directory, checkpoint directory or transformers GPT-2 directory.")
-    data: Path = Field(description="Training records (JSON, JSONL, TSV or CSV).")
-    val_data: Path | None = Field(None, description="Validation records (default: val_fraction of data).")
-    test_data: Path | None = Field(None, description="Test records (default: test_fraction of data).")
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.1, ge=0, lt=1)
-    tokenizer: Path | None = Field(None, description="The data's tokenizer.json; must equal the base checkpoint's.")
-    max_length: int | None = Field(None, gt=1, description="Longest sequence in tokens (default: the model's context).")
-    epochs: float = Field(2.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, gt=0, description="Optimizer steps (default: epochs x steps per epoch).")
-    lora: LoRASpec | None = Field(None, description="Train low-rank adapters instead of the weights ({} for defaults).")
-    batch_size: int = Field(8, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    min_lr: float = Field(1e-5, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    eval_interval: int = Field(50, gt=0)
-    checkpoint_interval: int = Field(50, gt=0)
-    keep_checkpoints: int = Field(2, gt=0)
+from model.settings import FinetuneConfig  # noqa: F401 (re-exported)
 
 
 def load_base(cfg: FinetuneConfig, device: torch.device):

@@ -11,38 +11,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
-from pydantic import Field, model_validator
 
-from model.finetune.common import FinetuneConfig, end_of_text, load_base, split_records, steps_for, warn_truncated
+from model.finetune.common import end_of_text, load_base, split_records, steps_for, warn_truncated
 from model.finetune.data import EpochSampler, FinetuneDataError, field, read_records
 from model.loop import Distributed, TrainingTask, fit
+from model.settings import ALPACA_INPUT, ALPACA_TEMPLATE, InstructConfig  # noqa: F401 (re-exported)
 
-ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                   "the request.\n\n### Instruction:\n{instruction}{input}\n\n### Response:\n")
-ALPACA_INPUT = "\n\n### Input:\n{input}"
 JCQA_INSTRUCTION = "次の質問に、選択肢の中から最も適切な答えを一つ選んで答えてください。"
-
-
-class InstructConfig(FinetuneConfig):
-    template: str = Field(ALPACA_TEMPLATE, description="Prompt with {instruction} and {input} (the input block).")
-    input_template: str = Field(ALPACA_INPUT, description="The input block, used only when a record has an input.")
-    format: Literal["auto", "alpaca", "jcommonsenseqa"] = Field(
-        "auto", description="Record layout: alpaca (instruction/input/output), jcommonsenseqa (question/choice0-4/label).")
-    mask_prompt: bool = Field(False, description="Score only the response tokens.")
-    max_new_tokens: int = Field(128, gt=0, description="Longest generated test response.")
-    eval_limit: int | None = Field(None, gt=0, description="Generate and score only the first N test examples.")
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _placeholders(self) -> "InstructConfig":
-        for name, needed in (("template", ("{instruction}", "{input}")), ("input_template", ("{input}",))):
-            missing = [p for p in needed if p not in getattr(self, name)]
-            if missing:
-                raise ValueError(f"{name} lacks the placeholder(s) {', '.join(missing)}")
-        return self
 
 
 def to_instruction(record: dict[str, Any], path: Path, index: int, fmt: str) -> dict[str, str]:

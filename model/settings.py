@@ -1,0 +1,109 @@
+"""The settings of every training run: pretraining, instruction tuning and classification.
+
+They live apart from the code that trains so that they import without torch: the pipeline
+validates a whole config file (and `hataori status` reads one) in a fraction of a second, before
+anything heavy loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model.config import PRESETS, LoRASpec
+
+
+class LoopConfig(BaseModel):
+    """Optimization, evaluation, checkpointing and device settings common to every training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="Run directory: checkpoints/, metrics.jsonl, loss.png.")
+    batch_size: int = Field(8, gt=0, description="Sequences per micro-batch per process.")
+    max_steps: int = Field(1000, gt=0)
+    lr: float = Field(6e-4, gt=0)
+    min_lr: float = Field(6e-5, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 = off).")
+    eval_interval: int = Field(100, gt=0)
+    checkpoint_interval: int = Field(100, gt=0)
+    keep_checkpoints: int = Field(3, gt=0)
+    seed: int = 1337
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    compile: bool = False
+    progress: bool = True
+
+
+class TrainConfig(LoopConfig):
+    data: Path = Field(description="Dataset directory (hataori data build).")
+    preset: str = Field("tiny", description=f"Model preset: {', '.join(PRESETS)}.")
+    model: dict[str, Any] = Field(default_factory=dict, description="GPTConfig overrides (n_layer, dropout, ...).")
+    context_length: int | None = Field(None, gt=0, description="Training context (default: the model's).")
+    tokens_per_step: int | None = Field(None, gt=0, description="Target tokens per optimizer step (gradient accumulation).")
+    eval_batches: int = Field(20, gt=0)
+    sample_tokens: int = Field(32, ge=0, description="Tokens of sampled continuation logged at each evaluation.")
+    prefetch: int = Field(2, ge=0)
+
+
+class FinetuneConfig(LoopConfig):
+    base: Path = Field(description="Pretrained model: a run directory, checkpoint directory or transformers GPT-2 directory.")
+    data: Path = Field(description="Training records (JSON, JSONL, TSV or CSV).")
+    val_data: Path | None = Field(None, description="Validation records (default: val_fraction of data).")
+    test_data: Path | None = Field(None, description="Test records (default: test_fraction of data).")
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    tokenizer: Path | None = Field(None, description="The data's tokenizer.json; must equal the base checkpoint's.")
+    max_length: int | None = Field(None, gt=1, description="Longest sequence in tokens (default: the model's context).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps (default: epochs x steps per epoch).")
+    lora: LoRASpec | None = Field(None, description="Train low-rank adapters instead of the weights ({} for defaults).")
+    batch_size: int = Field(8, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    min_lr: float = Field(1e-5, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    eval_interval: int = Field(50, gt=0)
+    checkpoint_interval: int = Field(50, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+
+
+ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.\n\n### Instruction:\n{instruction}{input}\n\n### Response:\n")
+ALPACA_INPUT = "\n\n### Input:\n{input}"
+
+
+class InstructConfig(FinetuneConfig):
+    template: str = Field(ALPACA_TEMPLATE, description="Prompt with {instruction} and {input} (the input block).")
+    input_template: str = Field(ALPACA_INPUT, description="The input block, used only when a record has an input.")
+    format: Literal["auto", "alpaca", "jcommonsenseqa"] = Field(
+        "auto", description="Record layout: alpaca (instruction/input/output), jcommonsenseqa (question/choice0-4/label).")
+    mask_prompt: bool = Field(False, description="Score only the response tokens.")
+    max_new_tokens: int = Field(128, gt=0, description="Longest generated test response.")
+    eval_limit: int | None = Field(None, gt=0, description="Generate and score only the first N test examples.")
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> "InstructConfig":
+        for name, needed in (("template", ("{instruction}", "{input}")), ("input_template", ("{input}",))):
+            missing = [p for p in needed if p not in getattr(self, name)]
+            if missing:
+                raise ValueError(f"{name} lacks the placeholder(s) {', '.join(missing)}")
+        return self
+
+
+class ClassifyConfig(FinetuneConfig):
+    text_field: str = Field("text", description="Field (column) holding the text.")
+    text_pair_field: str | None = Field(None, description="Second text of a pair (e.g. sentence2 for NLI).")
+    pair_separator: str = Field("\n", description="Joins a text pair.")
+    label_field: str = Field("label", description="Field (column) holding the label.")
+    columns: list[str] | None = Field(None, description="Column names of a header-less TSV/CSV, e.g. [label, text].")
+    labels: list[str] | None = Field(None, description="Label names in head order (default: sorted training labels).")
+    balance: bool = Field(False, description="Undersample every class of `data` to the rarest one before splitting.")
+    trainable_blocks: int | Literal["all"] = Field(
+        1, description="Transformer blocks that train, counted from the last (the final LayerNorm and head always train).")
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    epochs: float = Field(5.0, gt=0)
