@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,12 @@ def test_errors_name_field_and_line(tmp_path):
 def test_shipped_configs_validate(name):
     cfg = load_config(Path(__file__).parents[1] / "configs" / name)
     assert cfg.name == name.removesuffix(".toml") and cfg.corpus.sources
+
+
+def test_reading_a_config_does_not_import_torch():
+    # `hataori status` and every config error should answer in well under a second; torch alone costs ~3 s.
+    code = ("import sys; from pipeline.config import load_config; load_config('configs/demo.toml'); "
+            "print(sorted(m for m in ('torch', 'prefect') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
