@@ -47,6 +47,17 @@ def canonical(value: Any) -> str:
 class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        # Digests verified through this store, by (path, size, mtime): within one flow run, Prefect's
+        # cache policy and the runner both verify an artifact, and gigabytes of shards should be read
+        # once. Each run makes its own store, so damage done between runs is always seen.
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def _sha256(self, p: Path) -> str:
+        st = p.stat()
+        known = (str(p), st.st_size, st.st_mtime_ns)
+        if known not in self._digests:
+            self._digests[known] = sha256_file(p)
+        return self._digests[known]
 
     def key(self, stage: str, config: dict[str, Any], upstream: list[dict[str, Any]] = ()) -> str:
         material = canonical([stage, config, sorted((m["stage"], m["key"]) for m in upstream), code_version()])
@@ -73,7 +84,7 @@ class ArtifactStore:
                 return f"{f['path']} is missing"
             if p.stat().st_size != f["bytes"]:
                 return f"{f['path']} has {p.stat().st_size} bytes, expected {f['bytes']}"
-            if verify and sha256_file(p) != f["sha256"]:
+            if verify and self._sha256(p) != f["sha256"]:
                 return f"{f['path']} is corrupted (sha256 mismatch)"
         return None
 

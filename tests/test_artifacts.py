@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def test_incomplete_deleted_and_corrupted_artifacts_are_not_used(tmp_path):
     assert store.lookup("corpus", m["key"]) == m
     d = store.path("corpus", m["key"])
     (d / "sub" / "more.bin").write_bytes(b"\x01" + b"\x00" * 99)  # same size, other bytes
+    store = ArtifactStore(tmp_path)  # the next run's store: digests are remembered within one run only
     assert store.problem("corpus", m["key"]) == "sub/more.bin is corrupted (sha256 mismatch)"
     assert store.problem("corpus", m["key"], verify=False) is None  # size-only check cannot see it
     (d / "out.txt").unlink()
@@ -48,6 +50,24 @@ def test_incomplete_deleted_and_corrupted_artifacts_are_not_used(tmp_path):
     store.invalidate("corpus", m["key"])
     assert "incomplete" in store.problem("corpus", m["key"])
     assert store.problem("corpus", "f" * 64) == "missing"
+
+
+def test_one_run_reads_each_file_once_however_often_it_verifies(tmp_path, monkeypatch):
+    from pipeline import artifacts
+
+    store = ArtifactStore(tmp_path)
+    m = make(store, "shards", {"x": 1})
+    hashed = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    for _ in range(3):  # the cache policy, the runner's lookup, a status check
+        assert store.problem("shards", m["key"]) is None
+    assert sorted(hashed) == ["more.bin", "out.txt"]
+    d = store.path("shards", m["key"])
+    (d / "out.txt").write_text("shards {'x': 2}")  # same size, but a newer mtime: read again
+    os.utime(d / "out.txt", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert store.problem("shards", m["key"]) == "out.txt is corrupted (sha256 mismatch)"
+    assert sorted(hashed) == ["more.bin", "out.txt", "out.txt"]
 
 
 def test_lock_is_exclusive_across_processes(tmp_path):
