@@ -11,7 +11,6 @@ bare loop. Reports tokens/s, MFU (against the device's bf16 peak) and peak GPU m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import common  # noqa: E402
 from model.config import GPTConfig  # noqa: E402
 from model.data import RandomWindowLoader, TokenDataset  # noqa: E402
 from model.gpt import GPT  # noqa: E402
+from model.loop import autocast_for  # noqa: E402
 from model.train import make_optimizer, peak_flops, TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,9 +95,10 @@ def main() -> int:
         torch.manual_seed(0)
         model = GPT(cfg).to(device)
         train_model = torch.compile(model) if args.compile else model
-        opt = make_optimizer(model, TrainConfig(data=Path(tmp), out=Path(tmp)), device)
+        loop_cfg = TrainConfig(data=Path(tmp), out=Path(tmp))  # the defaults `hataori train` uses
+        opt = make_optimizer(model, loop_cfg, device)
         loader = iter(RandomWindowLoader(ds, batch, ctx, device=device, prefetch=2))
-        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+        autocast = autocast_for(loop_cfg, device)
 
         def hataori_step():
             x, y = next(loader)
@@ -112,7 +113,8 @@ def main() -> int:
             torch.cuda.reset_peak_memory_stats()
         tps = measure(hataori_step, steps, tokens, device)
         mem = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
-        label = "hataori (bf16 autocast, TF32, fused AdamW" + (", compile)" if args.compile else ")") if device.type == "cuda" else "hataori loop (fp32)"
+        label = ("hataori (bf16 autocast, TF32, fused AdamW" if device.type == "cuda" else "hataori loop (fp32") \
+            + (", compile)" if args.compile else ")")
         rows.append([label, tps, tps * model.flops_per_token(ctx) / peak if peak else None, mem])
 
     base_tps = rows[0][1]
