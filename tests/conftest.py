@@ -49,6 +49,18 @@ def f(x):\n    return x ** 2  # code-ish line with symbols {}[]()<>!=&&||
 """
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests, whatever OMP_NUM_THREADS says: tiny models gain
+    nothing from threads, and on a busy 2-core machine they lose a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data_dir_path() -> Path:
     env = os.environ.get("HATAORI_DATA_DIR")
     return Path(env) if env else (REPO_ROOT.parent / "shared" / "data")

@@ -36,12 +36,7 @@ RECORDS = [
 LONG_TEXT = "The long turn keeps talking about rivers, mountains and the weather for a while. " * 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

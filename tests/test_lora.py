@@ -32,12 +32,7 @@ RECORDS = [{"instruction": f"Repeat the word {w}.", "input": "", "output": w}
 TARGETS = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(vocab: int = 300, seed: int = 0, **kw) -> GPT:
