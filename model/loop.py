@@ -23,6 +23,7 @@ import torch
 
 from model import checkpoint as ckpt
 from model.settings import LoopConfig  # noqa: F401 (re-exported)
+from model.shard_format import write_atomic
 
 # Dense bf16 peak FLOP/s by device-name fragment, for MFU; the first fragment found in the name wins,
 # so the PCIe and NVL variants of the H100 (fewer SMs, lower clocks) come before the SXM part.
@@ -168,10 +169,10 @@ def write_loss_png(metrics_path: Path, png: Path) -> None:
         ax.plot(*zip(*val), "o-", label="validation")
     ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.grid(alpha=0.3), ax.legend()
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _last_logged(metrics_path: Path) -> dict[str, Any]:
