@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 
-from model.data import RandomWindowLoader, TokenDataset  # noqa: E402
+from model.dataset import RandomWindowLoader, TokenDataset  # noqa: E402
 from model.shard_format import FORMAT_VERSION, shard_name, write_json_atomic, write_shard  # noqa: E402
-from pipeline.shards import ShardsConfig, build_dataset  # noqa: E402
+from pipeline.dataset_writer import DatasetConfig, build_dataset  # noqa: E402
 from tokenizer_rs import Tokenizer  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def bench_build(tmp: Path, quick: bool) -> None:
     tok = Tokenizer.from_file(str(gpt2_json))
     docs = documents(quick)
     mb = common.nbytes(docs) / common.MB
-    config = ShardsConfig(shard_tokens=250_000, val_fraction=0.01)
+    config = DatasetConfig(shard_tokens=250_000, val_fraction=0.01)
     counter = iter(range(1_000_000))
 
     def raw() -> None:

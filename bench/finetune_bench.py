@@ -2,8 +2,8 @@
 classifiers, in one run. Nothing is downloaded and no outside weights are used.
 
 1. English: a byte-level BPE (``tokenizer_rs``, vocabulary 8,192 with ``<|endoftext|>``) trained on
-   the shared English books, a sharded dataset (``pipeline.shards.build_dataset``), and a small GPT
-   pretrained with ``model.train.train`` for a fixed number of steps.
+   the shared English books, a sharded dataset (``pipeline.dataset_writer.build_dataset``), and a small GPT
+   pretrained with ``model.pretrain.train`` for a fixed number of steps.
 2. SMS Spam Collection, the book's setup (classes balanced by undersampling, 70/10/20 split), with
    ``model.finetune.classify.finetune_classify``: (a) full fine-tuning, (b) the default (last block
    + final LayerNorm + head), (c) LoRA adapters (+ final LayerNorm + head), and (d) a control: full
@@ -41,9 +41,9 @@ import common  # noqa: E402
 
 from model.finetune.classify import ClassifyConfig, balanced, load_labeled  # noqa: E402
 from model.finetune.common import split_records  # noqa: E402
-from model.finetune.data import read_records, split_indices  # noqa: E402
-from model.train import TrainConfig  # noqa: E402
-from pipeline.shards import ShardsConfig, build_dataset, iter_documents  # noqa: E402
+from model.finetune.records import read_records, split_indices  # noqa: E402
+from model.pretrain import TrainConfig  # noqa: E402
+from pipeline.dataset_writer import DatasetConfig, build_dataset, iter_documents  # noqa: E402
 from tokenizer_rs import Tokenizer  # noqa: E402
 
 EOT = common.EOT
@@ -84,7 +84,7 @@ def _cpu_s():
 PRETRAIN_CHILD = _CHILD_COMMON + r"""
 warnings.simplefilter("ignore")
 import torch
-from model.train import TrainConfig, train
+from model.pretrain import TrainConfig, train
 cfg = TrainConfig.model_validate_json(sys.argv[2])
 rss0 = _rss_now_mb()
 c0, t0 = _cpu_s(), time.perf_counter()
@@ -126,12 +126,12 @@ def train_tokenizer(source: Any, vocab: int, out: Path, **kw: Any) -> float:
 
 def build(docs, tokenizer_json: Path, out: Path) -> tuple[dict[str, Any], float]:
     t0 = time.perf_counter()
-    manifest = build_dataset(docs, tokenizer_json, out, ShardsConfig(val_fraction=0.02), progress=False)
+    manifest = build_dataset(docs, tokenizer_json, out, DatasetConfig(val_fraction=0.02), progress=False)
     return manifest, time.perf_counter() - t0
 
 
 def pretrain(dataset: Path, out: Path, model: dict[str, Any], p: dict[str, Any], device: str) -> dict[str, Any]:
-    """model.train.train in a fresh child: the `small` preset with `model` overrides."""
+    """model.pretrain.train in a fresh child: the `small` preset with `model` overrides."""
     steps = p["max_steps"]
     cfg = TrainConfig(data=dataset, out=out, preset="small", model=model, context_length=model["context_length"],
                       eval_interval=max(1, steps // 4), checkpoint_interval=steps, keep_checkpoints=1, eval_batches=20,
@@ -279,7 +279,7 @@ def main() -> int:
         en = work / "en"
         en.mkdir()
         en_tok_s = train_tokenizer([str(p) for p in en_files], s["en_vocab"], en / "tokenizer.json")
-        en_manifest, en_build_s = build(iter_documents(en_files, ShardsConfig(doc_split="blank_line")),
+        en_manifest, en_build_s = build(iter_documents(en_files, DatasetConfig(doc_split="blank_line")),
                                         en / "tokenizer.json", en / "data")
         en_pre = pretrain(en / "data", en / "pretrain", s["model"], s["pretrain"], args.device)
         en_mb = sum(p.stat().st_size for p in en_files) / 1e6
@@ -341,7 +341,7 @@ def main() -> int:
         common.print_table(
             ["corpus", "vocab", "tokenizer s", "train tokens", "dataset s", "model", "steps", "tokens seen", "wall s",
              "CPU s", "tokens/s", "val loss", "peak RSS MB"],
-            pre_rows, title="Pretraining (model.train.train, each run in a fresh child process)",
+            pre_rows, title="Pretraining (model.pretrain.train, each run in a fresh child process)",
             notes=[f"Model: the `small` preset with {s['model']}. English {s['pretrain']}"
                    + ("" if args.skip_ja else f"; Japanese {s['ja_pretrain']}") + ". Byte-level BPE with <|endoftext|>: "
                    "GPT-2 pre-tokenizer (English), `ja` (Japanese). Documents: blank-line paragraphs (English), "

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 
 from model.config import GPTConfig  # noqa: E402
-from model.data import RandomWindowLoader, TokenDataset  # noqa: E402
+from model.dataset import RandomWindowLoader, TokenDataset  # noqa: E402
 from model.gpt import GPT  # noqa: E402
 from model.loop import autocast_for  # noqa: E402
-from model.train import make_optimizer, peak_flops, TrainConfig  # noqa: E402
+from model.pretrain import make_optimizer, peak_flops, TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_bench import synthetic_dataset  # noqa: E402

@@ -4,23 +4,12 @@ oldest turns dropped when the context window would overflow, replies streamed as
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
-from model.finetune.instruct import ALPACA_INPUT, ALPACA_TEMPLATE, format_prompt
 from model.generate import generate
+from model.templates import ALPACA_INPUT, ALPACA_TEMPLATE, format_prompt, template_of  # noqa: F401 (template_of re-exported)
 
 TURN_SEPARATOR = "\n\n"
-
-
-def template_of(checkpoint_dir: Path) -> tuple[str, str]:
-    """The prompt template a checkpoint was instruction-tuned with (Alpaca's when it does not say)."""
-    state = Path(checkpoint_dir) / "state.json"
-    if state.is_file():
-        config = json.loads(state.read_text()).get("finetune", {}).get("config", {})
-        return config.get("template", ALPACA_TEMPLATE), config.get("input_template", ALPACA_INPUT)
-    return ALPACA_TEMPLATE, ALPACA_INPUT
 
 
 class Chat:

@@ -24,9 +24,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.classifier import GPTClassifier
 from model.config import GPTConfig
 from model.gpt import GPT
-from model.hf import CheckpointError, load_state_strict
+from model.hf import CheckpointError, load_hf_gpt2, load_state_strict
+from model.lora import apply_lora
 from model.shard_format import fsync_dir, sha256_file
 
 STEP_PREFIX = "step-"
@@ -95,14 +97,10 @@ def verify(directory: Path) -> None:
 def build_model(config: GPTConfig) -> torch.nn.Module:
     """The module a config describes: a GPT, a classifier (`labels`), either with LoRA adapters."""
     if config.labels is not None:
-        from model.finetune.classify import GPTClassifier
-
         model: torch.nn.Module = GPTClassifier(config)
     else:
         model = GPT(config)
     if config.lora is not None:
-        from model.finetune.lora import apply_lora
-
         apply_lora(model, config.lora)
     return model
 
@@ -133,8 +131,6 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def load_pretrained(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Path]:
     """(model, checkpoint directory) from anything `resolve_checkpoint` accepts: ours or transformers'."""
-    from model.hf import load_hf_gpt2
-
     directory = resolve_checkpoint(path)
     try:
         config = json.loads((directory / "config.json").read_text())

@@ -7,6 +7,7 @@ weights. Our embedding is padded to a multiple of 64 rows; the export trims it t
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from model.config import GPTConfig
 from model.gpt import GPT
+from model.lora import LoRALinear, merge_lora
 from model.shard_format import write_atomic, write_bytes_atomic, write_json_atomic
+from tokenizer_rs import Tokenizer
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFERS = (".attn.bias", ".attn.masked_bias")  # not c_attn.bias
@@ -88,11 +91,7 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
     it, and (with our tokenizer.json beside it) `AutoTokenizer.from_pretrained(directory)` too."""
     if model.config.labels is not None:
         raise CheckpointError("a classifier has no language-model head: only language models export to GPT2LMHeadModel")
-    from model.finetune.lora import LoRALinear, merge_lora
-
     if any(isinstance(m, LoRALinear) for m in model.modules()):
-        import copy
-
         model = merge_lora(copy.deepcopy(model))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -121,8 +120,6 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
     }
     if tokenizer_json is not None:
         write_bytes_atomic(directory / "tokenizer.json", [Path(tokenizer_json).read_bytes()])
-        from tokenizer_rs import Tokenizer
-
         eot = Tokenizer.from_file(str(tokenizer_json)).token_to_id("<|endoftext|>")
         hf_config["bos_token_id"] = hf_config["eos_token_id"] = eot
         special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eot is not None else {}

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist_backend
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from model import checkpoint as ckpt
 from model.settings import LoopConfig  # noqa: F401 (re-exported)
@@ -100,33 +103,25 @@ class Distributed:
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         if self.enabled:
-            import torch.distributed as dist
-
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            dist_backend.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
         self.main = self.rank == 0
 
     def mean(self, value: float) -> float:
         if not self.enabled:
             return value
-        import torch.distributed as dist
-
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        dist_backend.all_reduce(t)
         return float(t) / self.world
 
     def barrier(self) -> None:
         if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
+            dist_backend.barrier()
 
     def close(self) -> None:
         if self.enabled:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            dist_backend.destroy_process_group()
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -154,7 +149,7 @@ def autocast_for(cfg: LoopConfig, device: torch.device) -> Callable[[], Any]:
 
 
 def write_loss_png(metrics_path: Path, png: Path) -> None:
-    import matplotlib
+    import matplotlib  # imported here: it costs a second, and only checkpoints draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,16 +210,12 @@ def fit(cfg: LoopConfig, task: TrainingTask, dist: Distributed) -> dict[str, Any
 
     train_model = torch.compile(model) if cfg.compile else model
     if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     flops_token = task.flops_per_token()
     peak = peak_flops(device)
     bar = None
     if dist.main and cfg.progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=cfg.max_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     accum = task.accum
     summary: dict[str, Any] = {"start_step": start, "accum": accum, "tokens_per_step": task.tokens_per_micro * accum,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.config import PRESETS, LoRASpec
+from model.templates import ALPACA_INPUT, ALPACA_TEMPLATE
 
 
 class LoopConfig(BaseModel):
@@ -69,11 +70,6 @@ class FinetuneConfig(LoopConfig):
     eval_interval: int = Field(50, gt=0)
     checkpoint_interval: int = Field(50, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
-
-
-ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                   "the request.\n\n### Instruction:\n{instruction}{input}\n\n### Response:\n")
-ALPACA_INPUT = "\n\n### Input:\n{input}"
 
 
 class InstructConfig(FinetuneConfig):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from model.settings import ClassifyConfig, InstructConfig, TrainConfig
-from pipeline.shards import ShardsConfig
+from pipeline.dataset_writer import DatasetConfig
 
 
 class ConfigError(ValueError):
@@ -111,9 +112,19 @@ class PipelineConfig(BaseModel):
     artifacts: Path = Path("artifacts")
     corpus: CorpusConfig
     tokenizer: TokenizerStageConfig = TokenizerStageConfig()
-    shards: ShardsConfig = ShardsConfig()
+    dataset: DatasetConfig = DatasetConfig()
     pretrain: PretrainStageConfig = PretrainStageConfig()  # type: ignore[valid-type]
     finetune: FinetuneStageConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shards" in data:
+            warnings.warn("[shards] is now called [dataset]; the old name still works", FutureWarning, stacklevel=2)
+            data = dict(data)
+            old = data.pop("shards")
+            data["dataset"] = {**data["dataset"], **old} if isinstance(data.get("dataset"), dict) and isinstance(old, dict) else old
+        return data
 
     @field_validator("finetune")
     @classmethod

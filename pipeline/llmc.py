@@ -27,7 +27,7 @@ from model.shard_format import (
     write_json_atomic,
     write_shard,
 )
-from pipeline.shards import EOT, MANIFEST, TOKENIZER_COPY, make_manifest
+from pipeline.dataset_writer import EOT, MANIFEST, TOKENIZER_COPY, make_manifest
 
 HEADER_INTS = 256
 FORMATS = {  # (magic, version) -> token dtype

@@ -1,5 +1,6 @@
 """Running the pipeline's stages against the artifact store: compute each stage's key, reuse what
-is done, build what is not, and say which. Plain Python; `pipeline.flows` wraps it for Prefect."""
+is done, build what is not, and say which. Plain Python over the stage registry
+(`pipeline.stages.STAGES`); `pipeline.flows` wraps it for Prefect."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ from typing import Any
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import PipelineConfig
+from pipeline.stages import BY_NAME, RENAMED, STAGES, BuildContext
 
-STAGES = ("corpus", "tokenizer", "shards", "pretrain", "finetune", "report")
-UPSTREAM = {"corpus": (), "tokenizer": ("corpus",), "shards": ("corpus", "tokenizer"), "pretrain": ("shards",),
-            "finetune": ("tokenizer", "pretrain"), "report": ("corpus", "tokenizer", "shards", "pretrain", "finetune")}
-RESUMABLE = ("pretrain", "finetune")  # their artifacts hold run directories that a rerun continues
 log = logging.getLogger("hataori")
 
 
@@ -23,58 +21,42 @@ class StageError(RuntimeError):
 
 
 def active_stages(cfg: PipelineConfig) -> list[str]:
-    """The stages this config runs: fine-tuning only when it has a [finetune] section."""
-    return [s for s in STAGES if s != "finetune" or cfg.finetune is not None]
+    """The stages this config runs, in order (fine-tuning only with a [finetune] section, ...)."""
+    return [s.name for s in STAGES if s.enabled(cfg)]
 
 
 def upstream_of(cfg: PipelineConfig, stage: str) -> list[str]:
-    return [u for u in UPSTREAM[stage] if u in active_stages(cfg)]
+    active = active_stages(cfg)
+    return [u for u in BY_NAME[stage].upstream if u in active]
 
 
 def downstream_of(stage: str) -> list[str]:
     """`stage` and every stage that reads it, directly or not."""
     out = [stage]
     for s in STAGES:
-        if any(u in out for u in UPSTREAM[s]) and s not in out:
-            out.append(s)
+        if any(u in out for u in s.upstream) and s.name not in out:
+            out.append(s.name)
     return out
 
 
 def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
-    """What a stage's key covers: its config section, plus content digests of local sources."""
-    from pipeline.stages.corpus import local_digest
+    """What a stage's key covers: its config section, plus content digests of local inputs."""
+    return BY_NAME[stage].key_config(cfg)
 
-    if stage == "corpus":
-        data = cfg.corpus.model_dump(mode="json")
-        for source, raw in zip(cfg.corpus.sources, data["sources"]):
-            raw["content_sha256"] = local_digest(source)
-        return data
-    if stage == "tokenizer":
-        data = cfg.tokenizer.model_dump(mode="json")
-        if cfg.tokenizer.file is not None:
-            from model.shard_format import sha256_file
 
-            data["file_sha256"] = sha256_file(cfg.tokenizer.file)
-        return data
-    if stage == "shards":
-        return cfg.shards.model_dump(mode="json", exclude={"batch_bytes"})
-    if stage == "pretrain":
-        return cfg.pretrain.model_dump(mode="json", exclude={"progress", "prefetch"})
-    if stage == "finetune":
-        from pipeline.config import SourceConfig
-
-        data = cfg.finetune.model_dump(mode="json", exclude={"progress"})
-        for name in ("data", "val_data", "test_data"):
-            if data[name]:
-                data[f"{name}_content_sha256"] = local_digest(SourceConfig(url=data[name]))
-        return data
-    return {"name": cfg.name}
+def check_force(cfg: PipelineConfig, force: str | None) -> str | None:
+    """The stage `--force` names (old names accepted), or ValueError listing the config's stages."""
+    if force is None:
+        return None
+    force = RENAMED.get(force, force)
+    if force not in active_stages(cfg):
+        raise ValueError(f"--force {force!r}: not a stage of this config (stages: {', '.join(active_stages(cfg))})")
+    return force
 
 
 class Runner:
     def __init__(self, cfg: PipelineConfig, force: str | None = None, progress: bool = True):
-        if force is not None and force not in active_stages(cfg):
-            raise ValueError(f"--force {force!r}: not a stage of this config (stages: {', '.join(active_stages(cfg))})")
+        force = check_force(cfg, force)
         self.cfg, self.progress = cfg, progress
         self.store = ArtifactStore(cfg.artifacts)
         self.forced = set(downstream_of(force)) if force else set()
@@ -90,7 +72,7 @@ class Runner:
     def run_stage(self, stage: str) -> dict[str, Any]:
         key = self.key(stage)
         if stage in self.forced:
-            if stage in RESUMABLE:
+            if BY_NAME[stage].resumable:
                 self.store.remove(stage, key)  # start training over, not resume
             else:
                 self.store.invalidate(stage, key)
@@ -104,8 +86,10 @@ class Runner:
         out = self.store.path(stage, key)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        context = BuildContext(self.cfg, {s: self.path(s) for s in self.manifests}, dict(self.manifests),
+                               self.store.root / "downloads", self.progress, log.info)
         try:
-            stats = self._build(stage, out)
+            stats = BY_NAME[stage].build(context, out)
         except Exception as e:
             raise StageError(f"stage {stage} failed: {e}") from e
         stats["seconds"] = round(time.perf_counter() - start, 2)
@@ -113,27 +97,6 @@ class Runner:
         self.manifests[stage], self.cached[stage] = manifest, False
         log.info("%s: done in %.1f s (%s)", stage, stats["seconds"], out)
         return manifest
-
-    def _build(self, stage: str, out: Path) -> dict[str, Any]:
-        from pipeline.stages import corpus, dataset, finetune, pretrain, report, tokenizer
-
-        if stage == "corpus":
-            return corpus.run(self.cfg.corpus, [], out, downloads=self.store.root / "downloads", progress=self.progress)
-        if stage == "tokenizer":
-            return tokenizer.run(self.cfg.tokenizer, self.path("corpus"), out, progress=self.progress)
-        if stage == "shards":
-            return dataset.run(self.cfg.shards, self.path("corpus"), self.path("tokenizer"), out, progress=self.progress)
-        if stage == "pretrain":
-            cfg = self.cfg.pretrain.model_copy(update={"progress": self.progress})
-            return pretrain.run(cfg, self.path("shards") / dataset.DATASET, out, log=log.info)
-        if stage == "finetune":
-            return finetune.run(self.cfg.finetune, self.path("tokenizer") / tokenizer.TOKENIZER,
-                                self.path("pretrain") / pretrain.RUN, out, downloads=self.store.root / "downloads",
-                                progress=self.progress)
-        upstream = upstream_of(self.cfg, "report")
-        stats, self.report_markdown = report.run({s: self.manifests[s] for s in upstream},
-                                                 {s: self.path(s) for s in upstream}, out, prompt="")
-        return stats
 
 
 def status(cfg: PipelineConfig) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ a subprocess, one run at a time.
 
 `deploy` registers the same deployment with a `process` work pool on a configured server instead;
 any `prefect worker start --pool NAME` on a machine with hataori installed runs it. Plain
-functions; `pipeline.run_cli` holds the commands.
+functions; `pipeline.cli.run` holds the commands.
 """
 
 from __future__ import annotations

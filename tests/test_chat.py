@@ -18,7 +18,8 @@ import torch
 from model.chat import TURN_SEPARATOR, Chat, template_of
 from model.checkpoint import load_pretrained
 from model.config import GPTConfig
-from model.finetune.instruct import ALPACA_TEMPLATE, InstructConfig, finetune_instruct, format_prompt
+from model.finetune.instruct import InstructConfig, finetune_instruct
+from model.templates import ALPACA_TEMPLATE, format_prompt
 from model.gpt import GPT
 from model.hf import export_hf_gpt2
 from tokenizer_rs import Tokenizer

@@ -42,11 +42,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_loads_with_defaults_and_overrides(tmp_path):
     cfg = load_config(write(tmp_path, TOML), ["tokenizer.vocab_size=8000", "pretrain.model.dropout=0.1",
-                                              "corpus.sources.1.url=/data/raw.txt", "shards.val_fraction=0.05"])
+                                              "corpus.sources.1.url=/data/raw.txt", "dataset.val_fraction=0.05"])
     assert cfg.tokenizer.vocab_size == 8000 and cfg.tokenizer.preset == "ja"
     assert cfg.pretrain.model == {"dropout": 0.1} and cfg.pretrain.max_steps == 200 and cfg.pretrain.nproc == 1
     assert cfg.corpus.sources[1].url == "/data/raw.txt" and cfg.corpus.sources[1].aozora
-    assert cfg.shards.val_fraction == 0.05 and cfg.shards.shard_tokens == 100_000_000
+    assert cfg.dataset.val_fraction == 0.05 and cfg.dataset.shard_tokens == 100_000_000
 
 
 def test_errors_name_field_and_line(tmp_path):
@@ -79,3 +79,10 @@ def test_reading_a_config_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_old_shards_section_still_works(tmp_path):
+    old = TOML + "\n[shards]\nval_fraction = 0.2\n"
+    with pytest.warns(FutureWarning, match=r"\[shards\] is now called \[dataset\]"):
+        cfg = load_config(write(tmp_path, old), ["shards.shard_tokens=5000"])
+    assert cfg.dataset.val_fraction == 0.2 and cfg.dataset.shard_tokens == 5000

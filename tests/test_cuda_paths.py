@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from model import data as data_mod
+from model import dataset as data_mod
 from model import loop
 from model.config import GPTConfig
 from model.gpt import GPT
-from model.train import PretrainTask, TrainConfig
-from pipeline.shards import ShardsConfig, build_dataset
+from model.pretrain import PretrainTask, TrainConfig
+from pipeline.dataset_writer import DatasetConfig, build_dataset
 from tokenizer_rs import Tokenizer
 
 DOCS = [f"Line {i}: a small corpus for the loop, {i % 11} words and {i % 3} commas." for i in range(300)]
@@ -29,7 +29,7 @@ CUDA = torch.device("cuda")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cuda-paths")
     Tokenizer.train(iter(DOCS), 280, show_progress=False).save(str(root / "tokenizer.json"))
-    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", ShardsConfig(val_fraction=0.1), progress=False)
+    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", DatasetConfig(val_fraction=0.1), progress=False)
     return root / "ds"
 
 

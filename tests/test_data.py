@@ -1,4 +1,4 @@
-"""Sharded token datasets: writer (pipeline.shards), reader and samplers (model.data), guards."""
+"""Sharded token datasets: writer (pipeline.dataset_writer), reader and samplers (model.dataset), guards."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import safetensors.numpy
 import torch
 
-from model.data import RandomWindowLoader, SlidingWindowLoader, TokenDataset
+from model.dataset import RandomWindowLoader, SlidingWindowLoader, TokenDataset
 from model.shard_format import DatasetError, write_shard
-from pipeline import shards
-from pipeline.shards import ShardsConfig, build_dataset, iter_documents
+from pipeline import dataset_writer as shards
+from pipeline.dataset_writer import DatasetConfig, build_dataset, iter_documents
 from tokenizer_rs import Tokenizer
 
 DOCS = [f"Document {i}: " + " ".join(f"word{(i * 7 + j) % 50}" for j in range(5 + i % 17)) for i in range(300)]
@@ -29,7 +29,7 @@ def tokenizer_file(tmp_path_factory) -> Path:
 
 
 def build(tokenizer_file: Path, out: Path, docs=DOCS, **cfg) -> dict:
-    config = ShardsConfig(**{"shard_tokens": 500, "val_fraction": 0.2, **cfg})
+    config = DatasetConfig(**{"shard_tokens": 500, "val_fraction": 0.2, **cfg})
     return build_dataset(iter(docs), tokenizer_file, out, config, progress=False)
 
 
@@ -122,7 +122,7 @@ def test_large_vocabularies_use_uint32(tmp_path):
         vocab[f"<|filler{i}|>"] = len(vocab)
     path = tmp_path / "big.json"
     path.write_text(json.dumps(base), encoding="utf-8")
-    m = build_dataset(iter(["ab ab", "ba"]), path, tmp_path / "ds", ShardsConfig(val_fraction=0.0), progress=False)
+    m = build_dataset(iter(["ab ab", "ba"]), path, tmp_path / "ds", DatasetConfig(val_fraction=0.0), progress=False)
     assert m["dtype"] == "uint32"
     assert TokenDataset(tmp_path / "ds").tokens(0, 3).dtype == np.uint32
 
@@ -217,11 +217,11 @@ def test_sliding_loader_epochs_reshuffle(tokenizer_file, tmp_path):
 def test_jsonl_errors_name_file_and_line(tmp_path):
     good = tmp_path / "a.jsonl"
     good.write_text('{"text": "one"}\n\n{"text": "two"}\n', encoding="utf-8")
-    assert list(iter_documents([good], ShardsConfig())) == ["one", "two"]
+    assert list(iter_documents([good], DatasetConfig())) == ["one", "two"]
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"text": "one"}\n{"body": "two"}\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"b\.jsonl: line 2: field 'text'"):
-        list(iter_documents([bad], ShardsConfig()))
+        list(iter_documents([bad], DatasetConfig()))
 
 
 def test_cli_build_and_info(tokenizer_file, tmp_path):

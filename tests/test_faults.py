@@ -62,7 +62,7 @@ url = "{tmp_path / 'corpus.txt'}"
 doc_split = "blank_line"
 [tokenizer]
 vocab_size = 300
-[shards]
+[dataset]
 shard_tokens = 4000
 val_fraction = 0.1
 [pretrain]
@@ -85,8 +85,8 @@ device = "cpu"
     states = []
     for out, _ in results:
         states.append({line.split()[0]: line.split()[1] for line in out.splitlines()
-                       if line.split() and line.split()[0] in ("corpus", "tokenizer", "shards", "pretrain", "report")})
+                       if line.split() and line.split()[0] in ("corpus", "tokenizer", "dataset", "pretrain", "report")})
     assert sorted("/".join(sorted(set(s.values()))) for s in states) == ["built", "cached"], states
-    for stage in ("corpus", "tokenizer", "shards", "pretrain", "report"):
+    for stage in ("corpus", "tokenizer", "dataset", "pretrain", "report"):
         built = [d for d in (tmp_path / "artifacts" / stage).iterdir() if d.is_dir()]
         assert len(built) == 1 and (built[0] / "manifest.json").is_file()

@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 
 from model import checkpoint as ckpt
 from model.config import GPTConfig
-from model.finetune.classify import ClassifyConfig, GPTClassifier, finetune_classify
-from model.finetune.classify import collate as classify_collate
+from model.classifier import GPTClassifier
+from model.classifier import collate as classify_collate
+from model.finetune.classify import ClassifyConfig, finetune_classify
 from model.finetune.common import split_records
-from model.finetune.data import EpochSampler, FinetuneDataError, read_records, split_indices
-from model.finetune.instruct import (ALPACA_TEMPLATE, InstructConfig, InstructTask, collate, encode_examples,
-                                     finetune_instruct, format_prompt, load_instructions)
+from model.finetune.records import EpochSampler, FinetuneDataError, read_records, split_indices
+from model.finetune.instruct import InstructConfig, InstructTask, collate, encode_examples, finetune_instruct, load_instructions
+from model.templates import ALPACA_TEMPLATE, format_prompt
 from model.finetune.metrics import classification_scores, exact_match, rouge_l
 from model.generate import generate
 from model.gpt import GPT

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from model import checkpoint as ckpt
 from model.config import GPTConfig, LoRASpec
 from model.finetune.classify import ClassifyConfig, ClassifyTask
-from model.finetune.instruct import InstructConfig, InstructTask, finetune_instruct, format_prompt
-from model.finetune.lora import LoRALinear, apply_lora, merge_lora
+from model.finetune.instruct import InstructConfig, InstructTask, finetune_instruct
+from model.templates import format_prompt
+from model.lora import LoRALinear, apply_lora, merge_lora
 from model.gpt import GPT
 from model.hf import export_hf_gpt2, load_hf_gpt2
 from model.loop import Distributed

@@ -50,7 +50,7 @@ url = "http://127.0.0.1:{httpd.server_address[1]}/stories.txt"
 doc_split = "blank_line"
 [tokenizer]
 vocab_size = 300
-[shards]
+[dataset]
 shard_tokens = 2000
 val_fraction = 0.1
 [pretrain]
@@ -80,7 +80,7 @@ prompt = "Name an animal."
 
 
 PATHS: dict[str, Path] = {}
-STAGES = ("corpus", "tokenizer", "shards", "pretrain", "finetune", "report")
+STAGES = ("corpus", "tokenizer", "dataset", "pretrain", "finetune", "report")
 
 
 def hataori(root: Path, *args: str) -> dict[str, str]:
@@ -105,11 +105,11 @@ def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
     assert set(hataori(project).values()) == {"cached"}
 
     changed = hataori(project, "--set", "tokenizer.vocab_size=320")
-    assert changed == {"corpus": "cached", "tokenizer": "built", "shards": "built", "pretrain": "built",
+    assert changed == {"corpus": "cached", "tokenizer": "built", "dataset": "built", "pretrain": "built",
                        "finetune": "built", "report": "built"}
 
     forced = hataori(project, "--force", "shards")
-    assert forced == {"corpus": "cached", "tokenizer": "cached", "shards": "built", "pretrain": "built",
+    assert forced == {"corpus": "cached", "tokenizer": "cached", "dataset": "built", "pretrain": "built",
                       "finetune": "built", "report": "built"}
 
     # The fine-tuning data is keyed by content: an edited record rebuilds only fine-tuning and the report.
@@ -117,16 +117,16 @@ def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
     records[0]["output"] = "The dog."
     (project / "instructions.json").write_text(json.dumps(records), encoding="utf-8")
     edited = hataori(project)
-    assert edited == {"corpus": "cached", "tokenizer": "cached", "shards": "cached", "pretrain": "cached",
+    assert edited == {"corpus": "cached", "tokenizer": "cached", "dataset": "cached", "pretrain": "cached",
                       "finetune": "built", "report": "built"}
 
     # Damage a shard of the dataset artifact: it is detected and rebuilt, and so is what reads it.
-    shard = PATHS["shards"] / "dataset" / "train-00000.safetensors"
+    shard = PATHS["dataset"] / "dataset" / "train-00000.safetensors"
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
     damaged = hataori(project)
-    assert damaged["shards"] == "built" and damaged["corpus"] == "cached"
+    assert damaged["dataset"] == "built" and damaged["corpus"] == "cached"
 
     report = (PATHS["report"] / "report.md").read_text(encoding="utf-8")
     assert "## pretrain" in report and "val_loss" in report and "## Sample" in report
@@ -167,7 +167,7 @@ def test_corpus_stage_reads_hf_datasets_cleans_and_dedupes(tmp_path, monkeypatch
 
 def test_torchrun_arguments_round_trip_to_the_same_train_config(tmp_path):
     """nproc > 1 hands the stage's settings to `hataori train` under torchrun as --set options."""
-    from model.train import TrainConfig
+    from model.pretrain import TrainConfig
     from pipeline.config import PretrainStageConfig, apply_overrides
     from pipeline.stages.pretrain import set_options, train_args
 

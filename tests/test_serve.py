@@ -37,7 +37,7 @@ url = "{root / 'local.txt'}"
 doc_split = "blank_line"
 [tokenizer]
 vocab_size = 280
-[shards]
+[dataset]
 shard_tokens = 2000
 val_fraction = 0.1
 [pretrain]

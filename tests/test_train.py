@@ -18,8 +18,8 @@ import torch
 from model import checkpoint as ckpt
 from model.config import GPTConfig
 from model.gpt import GPT
-from model.train import TrainConfig, train
-from pipeline.shards import ShardsConfig, build_dataset
+from model.pretrain import TrainConfig, train
+from pipeline.dataset_writer import DatasetConfig, build_dataset
 from tokenizer_rs import Tokenizer
 
 DOCS = [f"Story {i}: the cat sat on the mat {i % 7} times and the dog ran {i % 5} laps." for i in range(400)]
@@ -29,12 +29,12 @@ DOCS = [f"Story {i}: the cat sat on the mat {i % 7} times and the dog ran {i % 5
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train-data")
     Tokenizer.train(iter(DOCS), 300, show_progress=False).save(str(root / "tokenizer.json"))
-    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", ShardsConfig(shard_tokens=3000, val_fraction=0.1), progress=False)
+    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", DatasetConfig(shard_tokens=3000, val_fraction=0.1), progress=False)
     return root / "ds"
 
 
 def cli_train(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "train", "--data", str(data), "--out", str(out), "--preset", "tiny",
+    return [sys.executable, "-m", "pipeline.cli", "pretrain", "--data", str(data), "--out", str(out), "--preset", "tiny",
             "--batch-size", "8", "--context-length", "32", "--device", "cpu", "--no-progress",
             "--set", "model.dropout=0.1", "--set", "checkpoint_interval=5", "--set", "eval_interval=10",
             "--set", "warmup_steps=5", "--set", "lr=0.003", "--set", "sample_tokens=0", *extra]
@@ -135,7 +135,7 @@ def test_loss_falls_on_japanese_text(data_dir, tmp_path):
     paragraphs = [line for line in text.splitlines() if line.strip()]
     tok = Tokenizer.train(iter(paragraphs), 2000, pretokenizer="ja", show_progress=False)
     tok.save(str(tmp_path / "tokenizer.json"))
-    build_dataset(iter(paragraphs), tmp_path / "tokenizer.json", tmp_path / "ds", ShardsConfig(val_fraction=0.1), progress=False)
+    build_dataset(iter(paragraphs), tmp_path / "tokenizer.json", tmp_path / "ds", DatasetConfig(val_fraction=0.1), progress=False)
     cfg = TrainConfig(data=tmp_path / "ds", out=tmp_path / "run", preset="tiny", max_steps=300, batch_size=8,
                       context_length=64, lr=3e-3, warmup_steps=10, eval_interval=60, eval_batches=8,
                       checkpoint_interval=300, sample_tokens=16, progress=False, device="cpu")
@@ -145,7 +145,7 @@ def test_loss_falls_on_japanese_text(data_dir, tmp_path):
     assert len(val) == 5
     assert all(later < earlier for earlier, later in zip(val, val[1:])), val  # falls at every evaluation
     # Below the unigram entropy of the training tokens: the model uses context, not just frequencies.
-    from model.data import TokenDataset
+    from model.dataset import TokenDataset
 
     train_tokens = TokenDataset(tmp_path / "ds").tokens(0, len(TokenDataset(tmp_path / "ds")))
     p = np.bincount(np.asarray(train_tokens), minlength=2000) / len(train_tokens)

@@ -1,5 +1,5 @@
-"""Classification fine-tuning: the LM head replaced by a head over label names, fed by the hidden
-state of the last real (non-padding) token, which under causal attention has seen the whole text."""
+"""Classification fine-tuning: labelled records, class balancing, which blocks train, and the
+scores (accuracy, macro-F1, confusion matrix) of the classifier that `model.classifier` defines."""
 
 from __future__ import annotations
 
@@ -9,29 +9,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from model.config import GPTConfig
+from model.classifier import GPTClassifier, collate, encode_texts, predict
 from model.finetune.common import load_base, split_records, steps_for, warn_truncated
-from model.finetune.data import EpochSampler, FinetuneDataError, field, read_records
-from model.gpt import GPT
+from model.finetune.metrics import classification_scores
+from model.finetune.records import EpochSampler, FinetuneDataError, field, read_records
 from model.loop import Distributed, TrainingTask, fit
+from model.lora import apply_lora
 from model.settings import ClassifyConfig  # noqa: F401 (re-exported)
-
-
-class GPTClassifier(GPT):
-    """The GPT trunk plus `score`, a linear map from the last real token's state to label logits."""
-
-    def __init__(self, cfg: GPTConfig):
-        super().__init__(cfg)
-        self.score = nn.Linear(cfg.n_embd, len(cfg.labels), bias=False)
-        nn.init.normal_(self.score.weight, mean=0.0, std=0.02)
-
-    def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        hidden, _ = self.hidden_states(idx)
-        last = hidden[torch.arange(idx.size(0), device=idx.device), lengths - 1]
-        return self.score(last)
+from model.shard_format import write_json_atomic
 
 
 Example = tuple[str, str, str]  # text, label, where (file and record number)
@@ -72,33 +59,6 @@ def freeze_for_finetuning(model: GPTClassifier, trainable_blocks: int | str) -> 
     model.score.requires_grad_(True)
 
 
-def collate(items: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids, _ in items)
-    x = torch.zeros((len(items), width), dtype=torch.long)  # padding after the last real token is never seen by it
-    for row, (ids, _) in enumerate(items):
-        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    lengths = torch.tensor([len(ids) for ids, _ in items], dtype=torch.long)
-    return x, lengths, torch.tensor([label for _, label in items], dtype=torch.long)
-
-
-def encode_texts(tokenizer, texts: list[str], limit: int) -> tuple[list[list[int]], int]:
-    ids = tokenizer.encode_batch(texts, allowed_special=set())
-    truncated = sum(len(x) > limit for x in ids)
-    return [x[:limit] if x else [0] for x in ids], truncated
-
-
-@torch.no_grad()
-def predict(model: GPTClassifier, ids: list[list[int]], batch_size: int = 32) -> torch.Tensor:
-    """Label probabilities (N, labels) for encoded texts."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(ids), batch_size):
-        x, lengths, _ = collate([(x, 0) for x in ids[start : start + batch_size]])
-        out.append(torch.softmax(model(x.to(device), lengths.to(device)).float(), dim=-1).cpu())
-    return torch.cat(out)
-
-
 class ClassifyTask(TrainingTask):
     def __init__(self, cfg: ClassifyConfig, dist: Distributed):
         self.cfg, self.dist = cfg, dist
@@ -130,8 +90,6 @@ class ClassifyTask(TrainingTask):
         assert set(missing) <= {"score.weight"} and not unexpected, (missing, unexpected)
         del base
         if cfg.lora is not None:
-            from model.finetune.lora import apply_lora
-
             self.model.config = self.model.config.model_copy(update={"lora": cfg.lora})
             apply_lora(self.model, cfg.lora)
             self.model.transformer.ln_f.requires_grad_(True)
@@ -177,9 +135,6 @@ class ClassifyTask(TrainingTask):
 
 def score_splits(task: ClassifyTask, out: Path) -> dict[str, Any]:
     """Accuracy, macro-F1 and confusion matrices on val and test, plus the majority-class baseline."""
-    from model.finetune.metrics import classification_scores
-    from model.shard_format import write_json_atomic
-
     results: dict[str, Any] = {}
     majority = Counter(label for _, label in task.encoded["train"]).most_common(1)[0][0]
     for name in ("val", "test"):

@@ -10,18 +10,17 @@ from typing import Any
 
 import torch
 
+from model.checkpoint import load_pretrained
+from model.finetune.records import FinetuneDataError, split_indices
 from model.hf import CheckpointError
+from model.lora import merge_lora
 from model.settings import FinetuneConfig  # noqa: F401 (re-exported)
+from model.shard_format import sha256_file
+from tokenizer_rs import Tokenizer
 
 
 def load_base(cfg: FinetuneConfig, device: torch.device):
     """(model, tokenizer, tokenizer.json path) of the base checkpoint, checked against cfg.tokenizer."""
-    from model.checkpoint import load_pretrained
-    from model.shard_format import sha256_file
-    from tokenizer_rs import Tokenizer
-
-    from model.finetune.lora import merge_lora
-
     model, directory = load_pretrained(cfg.base, device)
     merge_lora(model)  # adapters of an earlier fine-tune become part of the base
     tokenizer_json = directory / "tokenizer.json"
@@ -58,8 +57,6 @@ def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
 def split_records(cfg: FinetuneConfig, load, prepare=None) -> dict[str, list[Any]]:
     """train / val / test lists: from their own files where given, else seeded fractions of `data`
     (after `prepare`, e.g. class balancing, which applies to `data` only)."""
-    from model.finetune.data import FinetuneDataError, split_indices
-
     records = load(cfg.data)
     if prepare is not None:
         records = prepare(records)

@@ -16,9 +16,14 @@ from typing import Any, Callable
 import torch
 
 from model.finetune.common import end_of_text, load_base, split_records, steps_for, warn_truncated
-from model.finetune.data import EpochSampler, FinetuneDataError, field, read_records
+from model.finetune.metrics import exact_match, rouge_l
+from model.finetune.records import EpochSampler, FinetuneDataError, field, read_records
+from model.generate import generate
+from model.lora import apply_lora
 from model.loop import Distributed, TrainingTask, fit
-from model.settings import ALPACA_INPUT, ALPACA_TEMPLATE, InstructConfig  # noqa: F401 (re-exported)
+from model.settings import InstructConfig  # noqa: F401 (re-exported)
+from model.shard_format import write_bytes_atomic, write_json_atomic
+from model.templates import format_prompt
 
 JCQA_INSTRUCTION = "次の質問に、選択肢の中から最も適切な答えを一つ選んで答えてください。"
 
@@ -41,11 +46,6 @@ def to_instruction(record: dict[str, Any], path: Path, index: int, fmt: str) -> 
 
 def load_instructions(path: Path, fmt: str = "auto") -> list[dict[str, str]]:
     return [to_instruction(r, Path(path), i, fmt) for i, r in enumerate(read_records(path), 1)]
-
-
-def format_prompt(example: dict[str, str], template: str = ALPACA_TEMPLATE, input_template: str = ALPACA_INPUT) -> str:
-    block = input_template.replace("{input}", example["input"]) if example.get("input") else ""
-    return template.replace("{instruction}", example["instruction"]).replace("{input}", block)
 
 
 def encode_examples(examples: list[dict[str, str]], tokenizer, eot: int, cfg: InstructConfig,
@@ -100,8 +100,6 @@ class InstructTask(TrainingTask):
                 encoded = kept
             self.encoded[name] = encoded
         if cfg.lora is not None:
-            from model.finetune.lora import apply_lora
-
             self.model.config = self.model.config.model_copy(update={"lora": cfg.lora})
             apply_lora(self.model, cfg.lora)
         self.sampler = EpochSampler(len(self.encoded["train"]), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world)
@@ -142,8 +140,6 @@ class InstructTask(TrainingTask):
 
 @torch.no_grad()
 def generate_responses(model, tokenizer, examples: list[dict[str, str]], cfg: InstructConfig, eot: int) -> list[str]:
-    from model.generate import generate
-
     responses = []
     ctx = model.config.context_length
     for example in examples:
@@ -156,9 +152,6 @@ def generate_responses(model, tokenizer, examples: list[dict[str, str]], cfg: In
 
 def score_test_set(task: InstructTask, out: Path) -> dict[str, Any]:
     """Greedy responses to the test prompts, written beside the references with their scores."""
-    from model.finetune.metrics import exact_match, rouge_l
-    from model.shard_format import write_bytes_atomic, write_json_atomic
-
     examples = task.splits["test"][: task.cfg.eval_limit]
     model = task.model.eval()
     responses = generate_responses(model, task.tokenizer, examples, task.cfg, task.eot)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import CorpusConfig, SourceConfig
+from pipeline.dataset_writer import DatasetConfig, expand_inputs, iter_documents
 from pipeline.download import fetch, unpack
-from pipeline.shards import ShardsConfig, expand_inputs, iter_documents
+from pipeline.stages.base import BuildContext, Stage
 
 DOCUMENTS = "documents.jsonl"
 ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz")
@@ -62,7 +63,7 @@ def _source_documents(source: SourceConfig, downloads: Path, progress: bool) -> 
             if f.suffix in (".txt", ""):
                 yield read_aozora(str(f))
         return
-    docs_config = ShardsConfig(doc_split=source.doc_split, text_field=source.text_field)
+    docs_config = DatasetConfig(doc_split=source.doc_split, text_field=source.text_field)
     yield from iter_documents(sorted(f for f in files if f.suffix in (".txt", ".jsonl", ".json")), docs_config)
 
 
@@ -100,3 +101,15 @@ def documents(corpus_dir: Path) -> Iterator[str]:
     with open(corpus_dir / DOCUMENTS, encoding="utf-8") as f:
         for line in f:
             yield json.loads(line)["text"]
+
+
+def key_config(cfg) -> dict[str, Any]:
+    """The corpus section, plus the content digest of every local source (an edited file rebuilds)."""
+    data = cfg.corpus.model_dump(mode="json")
+    for source, raw in zip(cfg.corpus.sources, data["sources"]):
+        raw["content_sha256"] = local_digest(source)
+    return data
+
+
+STAGE = Stage("corpus", (), key_config,
+              lambda ctx, out: run(ctx.config.corpus, [], out, downloads=ctx.downloads, progress=ctx.progress))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.download import fetch
+from pipeline.stages.base import BuildContext, Stage
 
 RUN = "run"
 
@@ -46,7 +47,7 @@ def run(config: Any, tokenizer_json: Path, pretrain_run: Path, out_dir: Path, *,
 def answer(run_dir: Path, instruction: str, cfg: Any) -> str:
     from model.checkpoint import load_pretrained
     from model.finetune.instruct import generate_responses
-    from model.finetune.lora import merge_lora
+    from model.lora import merge_lora
     from tokenizer_rs import Tokenizer
 
     model, directory = load_pretrained(run_dir)
@@ -66,3 +67,27 @@ def classify(run_dir: Path, text: str) -> str:
     probs = predict(model, ids)[0]
     best = int(probs.argmax())
     return f"{model.config.labels[best]} ({float(probs[best]):.3f})"
+
+
+def key_config(cfg) -> dict[str, Any]:
+    """The [finetune] section, plus the content digest of its local data files."""
+    from pipeline.config import SourceConfig
+    from pipeline.stages.corpus import local_digest
+
+    data = cfg.finetune.model_dump(mode="json", exclude={"progress"})
+    for name in ("data", "val_data", "test_data"):
+        if data[name]:
+            data[f"{name}_content_sha256"] = local_digest(SourceConfig(url=data[name]))
+    return data
+
+
+def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    from pipeline.stages.pretrain import RUN as PRETRAIN_RUN
+    from pipeline.stages.tokenizer import TOKENIZER
+
+    return run(ctx.config.finetune, ctx.paths["tokenizer"] / TOKENIZER, ctx.paths["pretrain"] / PRETRAIN_RUN, out,
+               downloads=ctx.downloads, progress=ctx.progress)
+
+
+STAGE = Stage("finetune", ("tokenizer", "pretrain"), key_config, build,
+              enabled=lambda cfg: cfg.finetune is not None, resumable=True)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.stages.base import BuildContext, Stage
+
 RUN = "run"
 
 
@@ -28,7 +30,7 @@ def set_options(args: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str, Any]:
-    from model.train import TrainConfig, train
+    from model.pretrain import TrainConfig, train  # torch: only when the stage builds
 
     run_dir = out_dir / RUN
     if config.nproc <= 1:
@@ -36,7 +38,7 @@ def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str
     else:
         sets = set_options(train_args(config))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.nproc}",
-               "-m", "pipeline.cli", "train", "--data", str(dataset_dir), "--out", str(run_dir), "--no-progress", *sets]
+               "-m", "pipeline.cli", "pretrain", "--data", str(dataset_dir), "--out", str(run_dir), "--no-progress", *sets]
         log(f"launching: {' '.join(cmd)}")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -57,3 +59,14 @@ def run(config: Any, dataset_dir: Path, out_dir: Path, *, log=print) -> dict[str
     evals = [r for r in rows if "val_loss" in r]
     return {**summary, "steps": rows[-1]["step"] + 1 if rows else 0, "final_loss": rows[-1]["loss"] if rows else None,
             "val_loss": evals[-1]["val_loss"] if evals else None, "val_ppl": evals[-1]["val_ppl"] if evals else None}
+
+
+def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    from pipeline.stages.dataset import DATASET
+
+    config = ctx.config.pretrain.model_copy(update={"progress": ctx.progress})
+    return run(config, ctx.paths["dataset"] / DATASET, out, log=ctx.log)
+
+
+STAGE = Stage("pretrain", ("dataset",), lambda cfg: cfg.pretrain.model_dump(mode="json", exclude={"progress", "prefetch"}),
+              build, resumable=True)

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.stages.base import BuildContext, Stage
+
 
 def sample(run_dir: Path, prompt: str, tokens: int = 48, seed: int = 0) -> str:
     from model.checkpoint import latest_valid, load_model
@@ -68,3 +70,12 @@ def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: P
     markdown = "\n".join(lines)
     (out_dir / "report.md").write_text(markdown, encoding="utf-8")
     return {"report": str(out_dir / "report.md"), "sample": text}, markdown
+
+
+def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    upstream = [s for s in STAGE.upstream if s in ctx.paths]
+    stats, _ = run({s: ctx.manifests[s] for s in upstream}, {s: ctx.paths[s] for s in upstream}, out, prompt="")
+    return stats
+
+
+STAGE = Stage("report", ("corpus", "tokenizer", "dataset", "pretrain", "finetune"), lambda cfg: {"name": cfg.name}, build)

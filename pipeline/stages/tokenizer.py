@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model.shard_format import sha256_file
 from pipeline.config import TokenizerStageConfig
 from pipeline.stages import corpus
+from pipeline.stages.base import Stage
 
 TOKENIZER = "tokenizer.json"
 
@@ -30,3 +32,14 @@ def run(config: TokenizerStageConfig, corpus_dir: Path, out_dir: Path, *, progre
     return {"vocab_size": tok.vocab_size, "model": tok.model, "pretokenizer": tok.pretokenizer,
             "seconds": round(time.perf_counter() - start, 2),
             "chars_per_token": round(len(sample) / max(1, len(ids)), 3)}
+
+
+def key_config(cfg) -> dict[str, Any]:
+    data = cfg.tokenizer.model_dump(mode="json")
+    if cfg.tokenizer.file is not None:
+        data["file_sha256"] = sha256_file(cfg.tokenizer.file)
+    return data
+
+
+STAGE = Stage("tokenizer", ("corpus",), key_config,
+              lambda ctx, out: run(ctx.config.tokenizer, ctx.paths["corpus"], out, progress=ctx.progress))

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli_errors import fail
+from pipeline.cli.errors import fail
 from tokenizer_rs import PRESETS, Tokenizer
 
 app = typer.Typer(help="Train and apply byte-level BPE tokenizers (HF tokenizers-compatible).", no_args_is_help=True)

@@ -8,7 +8,7 @@ import typer
 
 
 from model.shard_format import DatasetError
-from pipeline.cli_errors import fail
+from pipeline.cli.errors import fail
 
 app = typer.Typer(help="Build and inspect sharded token datasets (safetensors + manifest.json).", no_args_is_help=True)
 
@@ -29,13 +29,13 @@ def build(
     """Encode INPUTS into OUT/{train,val}-NNNNN.safetensors and OUT/manifest.json. A rerun resumes."""
     from pydantic import ValidationError
 
-    from pipeline.shards import ShardsConfig, build_dataset, expand_inputs, inputs_fingerprint, iter_documents
+    from pipeline.dataset_writer import DatasetConfig, build_dataset, expand_inputs, inputs_fingerprint, iter_documents
 
     tokenizer_file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
     if not tokenizer_file.is_file():
         fail(f"{tokenizer_file}: no such tokenizer file")
     try:
-        config = ShardsConfig(shard_tokens=shard_tokens, val_fraction=val_fraction, doc_split=doc_split, text_field=text_field, split_seed=seed)
+        config = DatasetConfig(shard_tokens=shard_tokens, val_fraction=val_fraction, doc_split=doc_split, text_field=text_field, split_seed=seed)
     except ValidationError as e:
         fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
     try:

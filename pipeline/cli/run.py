@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli_errors import fail
+from pipeline.cli.errors import fail
 
 
 def run(

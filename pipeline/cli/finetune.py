@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli_errors import fail, validated_config
+from pipeline.cli.errors import fail, validated_config
 
 app = typer.Typer(help="Fine-tune a pretrained model: instruction following or classification.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def _run(function, cfg) -> dict | None:
     model and writes), None on the other ranks, which have nothing more to say."""
     import os
 
-    from model.finetune.data import FinetuneDataError
+    from model.finetune.records import FinetuneDataError
     from model.hf import CheckpointError
     from model.shard_format import DatasetError
 
@@ -105,91 +105,3 @@ def _int(value: str, name: str) -> int:
         return int(value)
     except ValueError:
         fail(f"{name}: expected a whole number or 'all', not {value!r}")
-
-
-def classify_text(
-    texts: list[str] = typer.Argument(..., help="Texts to classify (or '-' to read one per line from stdin)."),
-    checkpoint: Path = typer.Option(..., help="Classifier run or checkpoint directory."),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Print each text's label and its probability."""
-    from model.finetune.classify import encode_texts, predict
-
-    from pipeline.model_cli import load_for_inference
-
-    model, tok, _ = load_for_inference(checkpoint, device)
-    if model.config.labels is None:
-        fail(f"{checkpoint}: a language model, not a classifier (fine-tune one with hataori finetune classify)")
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    ids, _ = encode_texts(tok, texts, model.config.context_length)
-    probs = predict(model, ids)
-    for text, row in zip(texts, probs):
-        best = int(row.argmax())
-        label = model.config.labels[best]
-        typer.echo(f"{label}\t{float(row[best]):.4f}" + (f"\t{text}" if len(texts) > 1 else ""))
-
-
-HELP = "commands: /reset (forget the conversation), /temp 0.7 (sampling temperature), /quit"
-
-
-def chat(
-    checkpoint: Path = typer.Option(..., help="Instruction-tuned run, checkpoint or transformers directory."),
-    temperature: float = typer.Option(0.7, help="0 = greedy."),
-    top_k: Optional[int] = typer.Option(50),
-    max_new_tokens: int = typer.Option(200),
-    seed: Optional[int] = typer.Option(None, help="Same seed, same replies."),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Chat with an instruction-tuned model. Reads one message per line; from a pipe, prints one reply per line
-    (line breaks inside a reply written as \\n, backslashes as \\\\)."""
-    from model.chat import Chat, template_of
-
-    from pipeline.model_cli import load_for_inference
-
-    model, tok, directory = load_for_inference(checkpoint, device)
-    if model.config.labels is not None:
-        fail(f"{checkpoint}: a classifier, not a language model (use hataori classify)")
-    template, input_template = template_of(directory)
-    session = Chat(model, tok, template=template, input_template=input_template, temperature=temperature,
-                   top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        typer.echo(f"hataori chat: {directory} ({model.config.context_length}-token window). {HELP}")
-    while True:
-        try:
-            line = input("> ") if interactive else sys.stdin.readline()
-        except (EOFError, KeyboardInterrupt):
-            break
-        if not interactive and line == "":
-            break
-        message = line.strip()
-        if not message:
-            continue
-        if message.startswith("/"):
-            command, _, arg = message.partition(" ")
-            if command == "/quit":
-                break
-            if command == "/reset":
-                session.reset()
-                typer.echo("(conversation reset)", err=not interactive)
-            elif command == "/temp":
-                try:
-                    session.temperature = max(float(arg), 0.0)
-                    typer.echo(f"(temperature {session.temperature})", err=not interactive)
-                except ValueError:
-                    typer.echo(f"(/temp needs a number, e.g. /temp 0.7; got {arg!r})", err=True)
-            else:
-                typer.echo(f"(unknown command {command}; {HELP})", err=True)
-            continue
-        for piece in session.reply(message):
-            # From a pipe, one reply per line: line breaks inside a reply are written as \n.
-            sys.stdout.write(piece if interactive else piece.replace("\\", "\\\\").replace("\n", "\\n"))
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        if session.dropped_turns:
-            typer.echo(f"({session.dropped_turns} oldest turn(s) no longer fit the context window and were left out)", err=True)
-    if interactive:
-        typer.echo("bye")
-

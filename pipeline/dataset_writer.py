@@ -40,7 +40,7 @@ SPLITS = ("train", "val")
 EOT = "<|endoftext|>"
 
 
-class ShardsConfig(BaseModel):
+class DatasetConfig(BaseModel):
     """How documents become shards."""
 
     model_config = ConfigDict(extra="forbid")
@@ -118,7 +118,7 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     return files
 
 
-def iter_documents(files: list[Path], config: ShardsConfig) -> Iterator[str]:
+def iter_documents(files: list[Path], config: DatasetConfig) -> Iterator[str]:
     for path in files:
         if path.suffix in (".jsonl", ".json"):
             yield from _json_records(path, config.text_field)
@@ -216,7 +216,7 @@ def build_dataset(
     documents: Iterable[str],
     tokenizer_path: Path,
     out_dir: Path,
-    config: ShardsConfig,
+    config: DatasetConfig,
     *,
     source_key: str = "",
     overwrite: bool = False,

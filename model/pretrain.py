@@ -15,9 +15,12 @@ from typing import Any, Callable
 import torch
 
 from model.config import GPTConfig
-from model.data import RandomWindowLoader, TokenDataset
+from model.dataset import RandomWindowLoader, TokenDataset
+from model.generate import generate
+from model.gpt import GPT
 from model.loop import Distributed, LoopConfig, TrainingTask, fit, make_optimizer, peak_flops  # noqa: F401 (re-exported)
 from model.settings import TrainConfig  # noqa: F401 (re-exported)
+from tokenizer_rs import Tokenizer
 
 
 @torch.no_grad()
@@ -38,8 +41,6 @@ class PretrainTask(TrainingTask):
     """Random windows of the train split, next-token loss; validation loss and a sampled continuation."""
 
     def __init__(self, cfg: TrainConfig, dist: Distributed):
-        from model.gpt import GPT
-
         self.cfg = cfg
         dataset = TokenDataset(cfg.data, "train")
         model_cfg = GPTConfig.preset(cfg.preset, **{"vocab_size": dataset.vocab_size, **cfg.model})
@@ -104,9 +105,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def sample_text(model, tokenizer_json: Path, tokens: int, seed: int) -> str:
-    from model.generate import generate
-    from tokenizer_rs import Tokenizer
-
     tok = Tokenizer.from_file(str(tokenizer_json))
     eot = tok.token_to_id("<|endoftext|>")
     ids = list(generate(model, [eot if eot is not None else 0], tokens, temperature=0.8, top_k=50, seed=seed, stop_id=eot))
