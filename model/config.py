@@ -6,6 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The names every part of hataori shares: the token that ends (and separates) documents, and the
+# file a tokenizer lives in (Hugging Face's format) beside datasets, checkpoints and exports.
+EOT = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"
+
 PRESETS: dict[str, dict[str, int]] = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context_length=1024),  # 124M
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, context_length=1024),  # 350M
