@@ -73,6 +73,68 @@ def test_errors_are_clear_and_exit_2(trained: Path, tmp_path: Path):
     assert "Traceback" not in r.stderr
 
 
+def run_bytes(*args: str, stdin: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], input=stdin, capture_output=True, timeout=120)
+
+
+def one_error_line(r) -> str:
+    stderr = r.stderr if isinstance(r.stderr, str) else r.stderr.decode()
+    lines = stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("ids", [["99999999999999999999999"], ["3", str(2**64)], ["--", "3", "-7"]], ids=["past-u64", "2^64", "negative"])
+def test_decode_any_int_is_one_error_line(trained: Path, ids: list[str]):
+    line = one_error_line(hataori("tokenizer", "decode", "--tokenizer", str(trained), *ids))
+    bad, position = ids[-1], len([i for i in ids if i != "--"]) - 1
+    assert f"token id {bad} is" in line and f"position {position}" in line, line
+
+
+def test_decode_reads_ids_from_stdin_with_the_same_errors(trained: Path):
+    line = one_error_line(hataori("tokenizer", "decode", "--tokenizer", str(trained), stdin="[5, 99999999999999999999999]"))
+    assert "99999999999999999999999" in line and "position 1" in line
+
+
+@pytest.mark.parametrize(("data", "offset"), [(b"ok \xff\xfe", 3), (b"\xe3\x81", 0), ("日本".encode() + b"\x80", 6)])
+def test_encode_non_utf8_stdin_names_stdin_and_offset(trained: Path, data: bytes, offset: int):
+    for command in ("encode", "decode"):
+        line = one_error_line(run_bytes("tokenizer", command, "--tokenizer", str(trained), stdin=data))
+        assert f"stdin: not valid UTF-8 at byte offset {offset}" in line, line
+
+
+def test_encode_stdin_is_read_byte_for_byte(trained: Path):
+    """No newline translation: CRLF text gives the ids of CRLF text, as `Tokenizer.encode` does."""
+    text = "a line\r\nnext\r\n日本語"
+    r = run_bytes("tokenizer", "encode", "--tokenizer", str(trained), "--json", stdin=text.encode())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == tokenizers.Tokenizer.from_file(str(trained / "tokenizer.json")).encode(text).ids
+
+
+def test_encode_non_utf8_argument_names_offset(trained: Path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "tokenizer", "encode", "--tokenizer", str(trained), b"ab\xffc"],
+                       capture_output=True, timeout=120)
+    assert "TEXT argument: not valid UTF-8 at byte offset 2" in one_error_line(r)
+
+
+def test_oversized_tokenizer_json_is_one_error_line(tmp_path: Path):
+    path = tmp_path / "tokenizer.json"
+    with open(path, "wb") as f:
+        f.truncate(257 << 20)
+    line = one_error_line(hataori("tokenizer", "encode", "--tokenizer", str(tmp_path), "x"))
+    assert str(path) in line and "256 MiB" in line
+
+
+def test_train_absurd_sizes_are_one_error_line(tmp_path: Path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    for option, value in [("--vocab-size", "99999999999999999999"), ("--max-token-length", "0"), ("--min-frequency", "-1")]:
+        r = hataori("tokenizer", "train", str(corpus), option, value, "--out", str(tmp_path / "o"), "--no-progress")
+        line = one_error_line(r)
+        assert option.lstrip("-").replace("-", "_") in line and value in line, line
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.data
 def test_train_aozora_ja_char_and_word(data_dir: Path, tmp_path: Path):
     raw = data_dir / "aozora" / "rashomon_aozora_raw.txt"

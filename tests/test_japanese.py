@@ -115,7 +115,7 @@ def test_char_model_is_hf_wordlevel(tmp_path):
 
 
 def simple_tokenizer_v2_split(text: str) -> list[str]:
-    """The seeds' SimpleTokenizerV2 preprocessing, written from its description."""
+    """SimpleTokenizerV2's preprocessing (Raschka's book, chapter 2), written from its description."""
     return [item.strip() for item in re.split(r'([,.:;?_!"()\']|--|\s)', text) if item.strip()]
 
 

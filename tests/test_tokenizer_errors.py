@@ -59,15 +59,49 @@ def test_decode_negative_id(tok):
 
 def test_decode_wrong_types(tok):
     expect_error(TypeError, "integers", call=lambda: tok.decode(["a"]))
+    expect_error(TypeError, "integers", call=lambda: tok.decode("abc"))
     expect_error(TypeError, call=lambda: tok.decode(None))
-    expect_error((TypeError, ValueError, OverflowError), call=lambda: tok.decode([2**70]))
+    expect_error(TypeError, "ids[1]", "float", call=lambda: tok.decode([1, 2.0]))
+
+
+@pytest.mark.parametrize("big", [2**32, 2**64, 2**70, 99999999999999999999999, 10**400])
+def test_decode_ids_of_any_size_are_value_errors(tok, big):
+    """Python ints are unbounded; an id past u32/u64 is out of range, not an OverflowError."""
+    for method in (tok.decode, tok.decode_bytes):
+        expect_error(ValueError, f"token id {big} is out of range", "position 1", call=lambda: method([3, big]))
+    expect_error(ValueError, f"token id {-big} is negative", "position 2", call=lambda: tok.decode([3, 4, -big]))
+
+
+def test_decode_takes_any_iterable_of_ints(tok):
+    ids = tok.encode("hello world")
+    assert tok.decode(tuple(ids)) == tok.decode(iter(ids)) == tok.decode(ids) == "hello world"
+    numpy = pytest.importorskip("numpy")
+    assert tok.decode(numpy.array(ids, dtype=numpy.int64)) == "hello world"
+    assert tok.decode(numpy.array(ids, dtype=numpy.uint16)) == "hello world"
+    expect_error(ValueError, "-1", "negative", call=lambda: tok.decode(numpy.array([1, -1])))
 
 
 def test_token_bytes_out_of_range(tok):
     expect_error(ValueError, str(tok.vocab_size), call=lambda: tok.token_bytes(tok.vocab_size))
     expect_error(ValueError, "-1", call=lambda: tok.token_bytes(-1))
-    assert tok.id_to_token(-1) is None and tok.id_to_token(tok.vocab_size) is None
+    expect_error(ValueError, str(2**70), call=lambda: tok.token_bytes(2**70))
+    expect_error(TypeError, "integer", call=lambda: tok.token_bytes("5"))
+    assert tok.token_bytes(tok.token_to_id("h")) == b"h"
     assert tok.token_to_id("definitely not a token") is None
+
+
+def test_id_to_token_is_none_outside_the_vocabulary(tok):
+    """As HF's `id_to_token`: None for any int that is not an id, whatever its size."""
+    for id in (-1, tok.vocab_size, 2**32, 2**70, -(2**70)):
+        assert tok.id_to_token(id) is None, id
+    assert tok.id_to_token(tok.token_to_id("h")) == "h"
+    expect_error(TypeError, "integer", call=lambda: tok.id_to_token("3"))
+
+
+@pytest.mark.parametrize("separator", [-1, 300, 2**32, 2**70])
+def test_flat_encoding_separator_out_of_range(tok, separator):
+    expect_error(ValueError, "separator id", str(separator), "vocabulary size 300",
+                 call=lambda: tok.encode_batch_flat(["a b"], separator=separator))
 
 
 def test_bad_allowed_special(tok):
@@ -125,9 +159,63 @@ def test_vocab_size_at_minimum_works():
 
 
 def test_negative_sizes_are_python_errors():
-    expect_error((ValueError, OverflowError, TypeError), call=lambda: train(iter(CORPUS), -1))
-    expect_error((ValueError, OverflowError, TypeError), call=lambda: train(iter(CORPUS), min_frequency=-1))
+    expect_error(ValueError, "vocab_size", "-1", call=lambda: train(iter(CORPUS), -1))
+    expect_error(ValueError, "min_frequency", "-1", call=lambda: train(iter(CORPUS), min_frequency=-1))
     expect_error(ValueError, "max_token_length", call=lambda: train(iter(CORPUS), max_token_length=0))
+    expect_error(ValueError, "max_token_length", "-5", call=lambda: train(iter(CORPUS), max_token_length=-5))
+
+
+@pytest.mark.parametrize(
+    ("kw", "needles"),
+    [
+        ({"vocab_size": 2**32}, ["vocab_size", "4294967295", str(2**32)]),
+        ({"vocab_size": 10**30}, ["vocab_size", str(10**30)]),
+        ({"min_frequency": 2**64}, ["min_frequency", str(2**64)]),
+        ({"max_token_length": 2**70}, ["max_token_length", str(2**70)]),
+    ],
+    ids=["vocab-2^32", "vocab-10^30", "min-frequency-2^64", "max-token-length-2^70"],
+)
+def test_sizes_beyond_their_range_are_value_errors(kw, needles):
+    """Python ints of any size: a value no run can use is a ValueError naming it, not an OverflowError."""
+    vocab_size = kw.get("vocab_size", 300)
+    rest = {k: v for k, v in kw.items() if k != "vocab_size"}
+    expect_error(ValueError, *needles, call=lambda: train(iter(CORPUS), vocab_size, **rest))
+
+
+def test_non_integer_sizes_are_type_errors():
+    expect_error(TypeError, "vocab_size", "float", call=lambda: train(iter(CORPUS), 300.0))
+    expect_error(TypeError, "min_frequency", "str", call=lambda: train(iter(CORPUS), min_frequency="2"))
+
+
+HUGE_VOCAB_SCRIPT = textwrap.dedent(
+    """
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway allocation fails fast
+    from tokenizer_rs import Tokenizer
+    for model in ("bpe", "char", "word"):
+        tok = Tokenizer.train(iter(["hello world, hello there"] * 3), 2**32 - 1, show_progress=False, model=model)
+        print(model, tok.vocab_size)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_AS")
+def test_largest_vocab_size_allocates_only_what_the_corpus_fills():
+    """vocab_size 2**32 - 1 is legal; training stops when pairs run out, without reserving ~100 GB."""
+    proc = subprocess.run([sys.executable, "-c", HUGE_VOCAB_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"process died (rc {proc.returncode}): {proc.stderr[-300:]}"
+    sizes = dict(line.split() for line in proc.stdout.splitlines())
+    assert 257 < int(sizes["bpe"]) < 300 and int(sizes["char"]) < 30 and int(sizes["word"]) < 10, sizes
+
+
+@pytest.mark.parametrize("model", ["char", "word"])
+def test_empty_special_token_in_the_baselines_is_harmless(model):
+    """HF keeps an empty special token as a vocabulary entry that never matches (the BPE case is a
+    parity test); the baselines do the same instead of failing."""
+    tok = train(iter(CORPUS), 300, special_tokens=["<|endoftext|>", ""], model=model)
+    assert tok.id_to_token(1) == "" and tok.special_tokens == ["<|endoftext|>", "", "<|unk|>"]
+    assert 1 not in tok.encode("hello world, hello there")
+    assert Tokenizer.from_str(tok.to_str()).to_str() == tok.to_str()
 
 
 @pytest.mark.parametrize("kind", ["empty-file", "empty-iterator", "empty-strings", "empty-list"])
@@ -201,7 +289,7 @@ def test_unknown_normalizer():
 
 @pytest.mark.parametrize("pattern", ["(unclosed", "[a-", "\\p{NoSuchClass}", ""])
 def test_invalid_custom_regex(pattern):
-    e = expect_error(ValueError, "regular expression", call=lambda: train(iter(CORPUS), pretokenizer=pattern))
+    e = expect_error(ValueError, "regular expression", call=lambda: train(iter(CORPUS), pretokenizer="regex:" + pattern))
     if "\\" not in pattern:
         assert pattern in str(e)
 
@@ -307,3 +395,42 @@ def test_huge_token_id_is_an_error_not_an_abort(where):
     )
     assert proc.returncode == 0, f"process died (rc {proc.returncode}): {proc.stderr[:200]}"
     assert "PYERR ValueError" in proc.stdout and "4000000000" in proc.stdout, proc.stdout
+
+
+def test_id_just_past_the_id_space_names_the_field(tok_json):
+    data = json.loads(json.dumps(tok_json))
+    data["model"]["vocab"]["zzz"] = 2**32 - 1
+    expect_error(ValueError, 'model.vocab["zzz"]', "4294967294", call=lambda: Tokenizer.from_str(json.dumps(data)))
+    data = json.loads(json.dumps(tok_json))
+    data["added_tokens"][0]["id"] = 2**64
+    expect_error(ValueError, "added_tokens[0].id", call=lambda: Tokenizer.from_str(json.dumps(data)))
+
+
+def test_oversized_tokenizer_json_is_refused_unread(tmp_path):
+    """A sparse 300 MiB file: refused from its size alone (reading it would take the time and memory)."""
+    path = tmp_path / "huge_tokenizer.json"
+    with open(path, "wb") as f:
+        f.truncate(300 << 20)
+    e = expect_error(ValueError, "huge_tokenizer.json", "(root)", "256 MiB", call=lambda: Tokenizer.from_file(path))
+    assert str(300 << 20) in str(e)
+    expect_error(ValueError, "huge_tokenizer.json", "256 MiB", call=lambda: Tokenizer.from_gpt2(path, path))
+
+
+def _gpt2_files(tmp_path, tok, edit=lambda encoder: None):
+    encoder = tok.get_vocab()
+    edit(encoder)
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in tok.merges), encoding="utf-8")
+    return tmp_path / "encoder.json", tmp_path / "vocab.bpe"
+
+
+def test_gpt2_encoder_ids_past_32_bits_are_errors_not_wrapped(tmp_path, tok):
+    """An id of 2**32 + 5 used to wrap to 5 silently; it names the token now."""
+    assert Tokenizer.from_gpt2(*_gpt2_files(tmp_path, tok)).get_vocab() == tok.get_vocab()
+    token = tok.id_to_token(5)
+
+    def wrap(encoder):
+        encoder[token] = 2**32 + 5
+
+    expect_error(ValueError, "encoder.json", json.dumps(token), str(2**32 + 5),
+                 call=lambda: Tokenizer.from_gpt2(*_gpt2_files(tmp_path, tok, wrap)))

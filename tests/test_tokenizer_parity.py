@@ -190,8 +190,8 @@ def test_regex_preset_training_and_encoding_match_hf(read_text, aozora_heldout, 
 def test_custom_regex_training_and_encoding_match_hf():
     pattern = r" ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+"
     texts = MULTILINGUAL_TEXT.splitlines(keepends=True) * 3
-    ours = Tokenizer.train(iter(texts), 500, pretokenizer=pattern, show_progress=False)
-    assert ours.pretokenizer == pattern
+    ours = Tokenizer.train(iter(texts), 500, pretokenizer="regex:" + pattern, show_progress=False)
+    assert ours.pretokenizer == "regex:" + pattern
     ref = hf_train(texts, 500, pattern=pattern, from_iterator=True)
     assert_same_model(ours, ref, EOT)
     probe = "Numbers 2024 and 日本語１２３ ok!!  \n"

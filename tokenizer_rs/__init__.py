@@ -5,6 +5,6 @@
 >>> tok.encode("Hello world")
 """
 
-from tokenizer_rs._native import GPT2_PATTERN, PRESETS, Tokenizer
+from tokenizer_rs._native import GPT2_PATTERN, PRESETS, REGEX_PREFIX, Tokenizer, validate_pretokenizer
 
-__all__ = ["Tokenizer", "PRESETS", "GPT2_PATTERN"]
+__all__ = ["Tokenizer", "PRESETS", "REGEX_PREFIX", "GPT2_PATTERN", "validate_pretokenizer"]

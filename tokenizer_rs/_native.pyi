@@ -5,7 +5,15 @@ from os import PathLike
 from typing import Literal
 
 PRESETS: list[str]
+REGEX_PREFIX: str  # "regex:", the prefix of a custom pre-tokenizer pattern
 GPT2_PATTERN: str
+
+def validate_pretokenizer(name: str) -> str:
+    """Check a BPE ``pretokenizer`` setting without training.
+
+    Returns its canonical name (a preset, or ``regex:<pattern>``); raises ValueError for an unknown
+    preset (listing the presets, with the likely one for a typo) or an invalid regular expression.
+    """
 
 _Path = str | PathLike[str]
 _Allowed = Literal["all", "none"] | Iterable[str] | None
@@ -28,13 +36,19 @@ class Tokenizer:
 
         A path or a list/tuple of paths is read line by line (HF ``train(files)``); any other
         iterable of strings is one sequence per item (HF ``train_from_iterator``). ``special_tokens``
-        defaults to ``["<|endoftext|>"]``; ``pretokenizer`` (BPE only; default ``gpt2``) is ``gpt2``,
-        ``cl100k``, ``o200k``, ``ja``, ``ja-digits1``, ``ja-isolated`` or a regex. ``model="char"`` and
-        ``model="word"`` train the baselines (HF ``WordLevel``: most frequent characters, or the seeds'
-        SimpleTokenizerV2 words, with ``<|unk|>``); ``max_token_length`` counts characters.
+        defaults to ``["<|endoftext|>"]``; ``pretokenizer`` (BPE only; default
+        ``gpt2``) is a preset (``gpt2``, ``cl100k``, ``o200k``, ``ja``, ``ja-digits1``, ``ja-isolated``)
+        or a custom regular expression written ``regex:<pattern>``; any other name is a ValueError
+        that lists the presets. ``model="char"`` and ``model="word"`` train the baselines (HF
+        ``WordLevel``: most frequent characters, or the seeds' SimpleTokenizerV2 words, with
+        ``<|unk|>``); ``max_token_length`` counts characters. Sizes are checked as Python ints of any
+        size: ``vocab_size`` at most 2**32 - 1, ``max_token_length`` at least 1; bad values raise
+        ValueError.
         """
     @staticmethod
-    def from_file(path: _Path) -> Tokenizer: ...
+    def from_file(path: _Path) -> Tokenizer:
+        """Load a tokenizer.json (ours or HF's); files over 256 MiB are refused before reading, and
+        a malformed file raises ValueError naming the file and the JSON field."""
     @staticmethod
     def from_str(json: str) -> Tokenizer: ...
     @staticmethod
@@ -49,11 +63,15 @@ class Tokenizer:
         dtype: Literal["uint16", "uint32"] = "uint16", allowed_special: _Allowed = "all",
     ) -> tuple[bytes, list[int]]:
         """Documents encoded in parallel into one flat little-endian id buffer; (buffer, tokens per document)."""
-    def decode(self, ids: Sequence[int]) -> str: ...
-    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of the ids; an id outside the vocabulary (negative or of any size) raises ValueError
+        naming it and its position; bytes that are not UTF-8 become U+FFFD."""
+    def decode_bytes(self, ids: Iterable[int]) -> bytes: ...
     def token_to_id(self, token: str) -> int | None: ...
-    def id_to_token(self, id: int) -> str | None: ...
-    def token_bytes(self, id: int) -> bytes: ...
+    def id_to_token(self, id: int) -> str | None:
+        """The token of ``id``, or None for any integer outside the vocabulary (as HF's)."""
+    def token_bytes(self, id: int) -> bytes:
+        """The bytes of one token; ValueError for an id outside the vocabulary."""
     def get_vocab(self) -> dict[str, int]: ...
     def pre_tokenize(self, text: str) -> list[str]: ...
     @property
@@ -63,7 +81,9 @@ class Tokenizer:
     @property
     def special_tokens(self) -> list[str]: ...
     @property
-    def pretokenizer(self) -> str: ...
+    def pretokenizer(self) -> str:
+        """A preset name or ``regex:<pattern>`` (what ``train(pretokenizer=...)`` takes back);
+        ``none``, ``chars`` or ``words`` for splits that have no preset."""
     @property
     def normalizer(self) -> str | None: ...
     @property

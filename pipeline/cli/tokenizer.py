@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,12 +11,12 @@ from typing import Optional
 
 import typer
 
+from model.config import EOT, TOKENIZER_FILE
 from pipeline.cli.errors import fail
-from tokenizer_rs import PRESETS, Tokenizer
+from tokenizer_rs import PRESETS, REGEX_PREFIX, Tokenizer, validate_pretokenizer
 
 app = typer.Typer(help="Train and apply byte-level BPE tokenizers (HF tokenizers-compatible).", no_args_is_help=True)
 
-TOKENIZER_FILE = "tokenizer.json"
 SAMPLE_BYTES = 2 << 20
 
 
@@ -49,6 +50,26 @@ def load(path: Path) -> Tokenizer:
     except (ValueError, OSError) as e:
         fail(str(e))
         raise  # unreachable; keeps type checkers happy
+
+
+def read_stdin() -> str:
+    """Standard input as UTF-8 text, byte for byte (no newline translation); input that is not
+    UTF-8 ends the command naming the byte offset."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail(f"stdin: not valid UTF-8 at byte offset {e.start}")
+
+
+def argument_text(text: str) -> str:
+    """A TEXT argument; bytes that were not UTF-8 (Python keeps them as lone surrogates) end the
+    command naming their byte offset."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        fail(f"TEXT argument: not valid UTF-8 at byte offset {len(os.fsencode(text[: e.start]))}")
+    return text
 
 
 def read_sample(files: list[Path], limit: int = SAMPLE_BYTES) -> str:
@@ -110,17 +131,22 @@ def cleaned_lines(files: list[Path]):
 def train(
     corpus: list[Path] = typer.Argument(..., help="Text files, or directories of *.txt files."),
     vocab_size: int = typer.Option(32000, "--vocab-size", "-v", help="Vocabulary size, special tokens included."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=f"BPE pre-tokenizer: one of {', '.join(PRESETS)}, or a regular expression (default gpt2)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=f"BPE pre-tokenizer: one of {', '.join(PRESETS)}, or {REGEX_PREFIX}<pattern> for a custom regular expression (default gpt2)."),
     model: str = typer.Option("bpe", help="bpe, or the baselines char (most frequent characters) and word (SimpleTokenizerV2 words)."),
     aozora: bool = typer.Option(False, "--aozora", help="Clean Aozora Bunko markup first (ruby, ［＃…］ notes, header and footer)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; tokenizer.json is written there."),
     min_frequency: int = typer.Option(0, help="Minimum pair count for a merge."),
-    special_token: list[str] = typer.Option(["<|endoftext|>"], "--special-token", "-s", help="Special token (repeatable); they get the first ids."),
+    special_token: list[str] = typer.Option([EOT], "--special-token", "-s", help="Special token (repeatable); they get the first ids."),
     normalizer: Optional[str] = typer.Option(None, help="Unicode normalizer: nfc or nfkc (default: none)."),
     max_token_length: Optional[int] = typer.Option(None, help="Longest token, in characters."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a tokenizer on CORPUS and write OUT/tokenizer.json (loadable by HF tokenizers and transformers)."""
+    if preset is not None:
+        try:
+            validate_pretokenizer(preset)  # before announcing the run: a misspelt preset is the usual slip
+        except ValueError as e:
+            fail(str(e))
     files = corpus_files(corpus)
     total = sum(f.stat().st_size for f in files)
     typer.echo(f"training {model} on {len(files)} file(s), {total / 1e6:.1f} MB, vocab {vocab_size}, preset {preset or ('gpt2' if model == 'bpe' else model)}")
@@ -159,7 +185,9 @@ def encode(
     """Print the token ids of TEXT."""
     tok = load(tokenizer)
     if text is None or text == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
+    else:
+        text = argument_text(text)
     ids = tok.encode(text)
     typer.echo(json.dumps(ids) if as_json else " ".join(map(str, ids)))
 
@@ -171,7 +199,7 @@ def decode(
 ) -> None:
     """Print the text that token IDS stand for."""
     tok = load(tokenizer)
-    raw = " ".join(ids) if ids else sys.stdin.read()
+    raw = " ".join(ids) if ids else read_stdin()
     values = []
     for i, item in enumerate(raw.replace(",", " ").replace("[", " ").replace("]", " ").split()):
         try:

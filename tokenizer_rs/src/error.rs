@@ -20,25 +20,48 @@ pub enum Error {
         field: String,
         message: String,
     },
+    /// `id` is text so that any integer a caller holds (Python's are unbounded) can be named.
     #[error("token id {id} is out of range (vocabulary size {vocab_size}) at position {position}")]
     IdOutOfRange {
-        id: u64,
+        id: String,
         position: usize,
         vocab_size: usize,
     },
     #[error("invalid regular expression {pattern:?}: {message}")]
     Regex { pattern: String, message: String },
+    #[error("{}", unknown_preset_message(name, *suggestion))]
+    UnknownPreset {
+        name: String,
+        suggestion: Option<&'static str>,
+    },
     #[error("{0}")]
     Config(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+fn unknown_preset_message(name: &str, suggestion: Option<&str>) -> String {
+    let guess = suggestion.map(|s| format!("did you mean '{s}'? ")).unwrap_or_default();
+    format!(
+        "unknown pre-tokenizer preset '{name}' ({guess}presets: {}); for a custom pattern write {}<pattern>",
+        crate::pretokenize::PRESETS.join(", "),
+        crate::pretokenize::REGEX_PREFIX
+    )
+}
+
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn id_out_of_range(id: impl std::fmt::Display, position: usize, vocab_size: usize) -> Self {
+        Error::IdOutOfRange {
+            id: id.to_string(),
+            position,
+            vocab_size,
         }
     }
 

@@ -10,8 +10,24 @@ use crate::pretokenize::{PreTokenizer, CHARS_PATTERN, WORDS_PUNCT, WORDS_SPACE};
 use crate::tokenizer::{Decoder, Tokenizer};
 use crate::vocab::{AddedToken, Vocab};
 use serde_json::{json, Map, Value};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
+
+/// The largest tokenizer.json (or GPT-2 file) we read. Published ones are a few MB (GPT-2: 1.4 MB)
+/// to a few tens of MB for 250k-token vocabularies; the parsed tree takes several times the file,
+/// so a larger file is refused before it is read rather than risk exhausting memory.
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 256 << 20;
+
+/// Ids are u32 with u32::MAX reserved (`vocab::NO_ID`), so this is the largest id a file may give.
+const MAX_ID: u64 = u32::MAX as u64 - 1;
+
+fn too_large(source: &str, bytes: u64) -> Error {
+    Error::format(
+        source,
+        "(root)",
+        format!("{bytes} bytes is over the {} MiB limit for a tokenizer file", MAX_TOKENIZER_FILE_BYTES >> 20),
+    )
+}
 
 fn byte_level_json(add_prefix_space: bool, use_regex: bool) -> Value {
     json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex})
@@ -45,15 +61,18 @@ fn regex_split_json(pattern: &str) -> Value {
     })
 }
 
-pub fn to_json(tok: &Tokenizer) -> Value {
-    let added: Vec<Value> = tok
-        .added_tokens()
+fn added_tokens_json(tok: &Tokenizer) -> Vec<Value> {
+    tok.added_tokens()
         .iter()
         .map(|t| {
             json!({"id": t.id, "content": t.content, "single_word": false, "lstrip": false,
                    "rstrip": false, "normalized": t.normalized, "special": t.special})
         })
-        .collect();
+        .collect()
+}
+
+/// `model` and `decoder`: a byte-level BPE, or a WordLevel model (the char and word baselines).
+fn model_and_decoder_json(tok: &Tokenizer) -> (Value, Value) {
     let v = &tok.vocab;
     let mut vocab = Map::with_capacity(v.len());
     for (id, t) in v.tokens().iter().enumerate() {
@@ -61,44 +80,47 @@ pub fn to_json(tok: &Tokenizer) -> Value {
             vocab.insert(t.clone(), json!(id));
         }
     }
-    let merges: Vec<Value> = v
-        .merges()
-        .iter()
-        .map(|&(a, b)| json!([v.token(a).unwrap(), v.token(b).unwrap()]))
-        .collect();
-    let normalizer = match tok.normalizer {
-        None => Value::Null,
-        Some(n) => json!({"type": n.hf_type()}),
-    };
     let unk = v.unk_id.map(|id| v.token(id).unwrap().to_string());
-    let (decoder, model) = if v.word_level {
+    if v.word_level {
         let decoder = match tok.decoder {
             Decoder::Fuse => json!({"type": "Fuse"}),
             // HF joins WordLevel tokens with spaces by default; it has no decoder for the seeds'
             // "no space before punctuation" rule, so decoded text may differ there (ids do not).
             _ => Value::Null,
         };
-        (decoder, json!({"type": "WordLevel", "vocab": vocab, "unk_token": unk}))
-    } else {
-        let model = json!({
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": unk,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": v.ignore_merges,
-            "vocab": vocab,
-            "merges": merges,
-        });
-        (byte_level_json(true, true), model)
+        return (json!({"type": "WordLevel", "vocab": vocab, "unk_token": unk}), decoder);
+    }
+    let merges: Vec<Value> = v
+        .merges()
+        .iter()
+        .map(|&(a, b)| json!([v.token(a).unwrap(), v.token(b).unwrap()]))
+        .collect();
+    let model = json!({
+        "type": "BPE",
+        "dropout": null,
+        "unk_token": unk,
+        "continuing_subword_prefix": null,
+        "end_of_word_suffix": null,
+        "fuse_unk": false,
+        "byte_fallback": false,
+        "ignore_merges": v.ignore_merges,
+        "vocab": vocab,
+        "merges": merges,
+    });
+    (model, byte_level_json(true, true))
+}
+
+pub fn to_json(tok: &Tokenizer) -> Value {
+    let normalizer = match tok.normalizer {
+        None => Value::Null,
+        Some(n) => json!({"type": n.hf_type()}),
     };
+    let (model, decoder) = model_and_decoder_json(tok);
     json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added,
+        "added_tokens": added_tokens_json(tok),
         "normalizer": normalizer,
         "pre_tokenizer": pretokenizer_to_json(&tok.pretokenizer),
         "post_processor": null,
@@ -154,6 +176,14 @@ impl<'a> Reader<'a> {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(other) => Err(self.err(&format!("{field}.{key}"), format!("expected true/false, found {other}"))),
+        }
+    }
+
+    /// A token id: an integer from 0 to [`MAX_ID`].
+    fn id(&self, v: &Value, field: &str) -> Result<u32> {
+        match v.as_u64() {
+            Some(id) if id <= MAX_ID => Ok(id as u32),
+            _ => Err(self.err(field, format!("expected an integer id from 0 to {MAX_ID}, found {v}"))),
         }
     }
 
@@ -274,10 +304,8 @@ impl<'a> Reader<'a> {
         vocab_obj
             .iter()
             .map(|(tok, id)| {
-                id.as_u64()
-                    .filter(|&id| id < u32::MAX as u64)
-                    .map(|id| (id as u32, tok.clone()))
-                    .ok_or_else(|| self.err(&format!("model.vocab[{tok:?}]"), format!("expected a non-negative integer id, found {id}")))
+                self.id(id, &format!("model.vocab[{tok:?}]"))
+                    .map(|id| (id, tok.clone()))
             })
             .collect()
     }
@@ -301,11 +329,7 @@ impl<'a> Reader<'a> {
             .enumerate()
             .map(|(i, t)| {
                 let field = format!("added_tokens[{i}]");
-                let id = t
-                    .get("id")
-                    .and_then(Value::as_u64)
-                    .filter(|&id| id < u32::MAX as u64)
-                    .ok_or_else(|| self.err(&format!("{field}.id"), "expected a non-negative integer"))?;
+                let id = self.id(t.get("id").unwrap_or(&Value::Null), &format!("{field}.id"))?;
                 let content = t
                     .get("content")
                     .and_then(Value::as_str)
@@ -316,7 +340,7 @@ impl<'a> Reader<'a> {
                     }
                 }
                 Ok(AddedToken {
-                    id: id as u32,
+                    id,
                     content: content.to_string(),
                     special: self.bool_field(t, &field, "special", false)?,
                     normalized: self.bool_field(t, &field, "normalized", false)?,
@@ -373,6 +397,9 @@ impl<'a> Reader<'a> {
 }
 
 pub fn from_json_str(text: &str, source: &str) -> Result<Tokenizer> {
+    if text.len() as u64 > MAX_TOKENIZER_FILE_BYTES {
+        return Err(too_large(source, text.len() as u64));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| Error::format(source, format!("line {} column {}", e.line(), e.column()), format!("invalid JSON: {e}")))?;
     let r = Reader { source };
@@ -394,8 +421,20 @@ pub fn from_json_str(text: &str, source: &str) -> Result<Tokenizer> {
     Ok(Tokenizer::new(vocab, added, normalizer, pretokenizer))
 }
 
+/// The file's text, refused before reading when it is over [`MAX_TOKENIZER_FILE_BYTES`] (and,
+/// for a file that grows or a device that reports no size, as soon as reading passes the limit).
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let io = |e| Error::io(path, e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > MAX_TOKENIZER_FILE_BYTES {
+        return Err(too_large(&path.display().to_string(), size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_TOKENIZER_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_TOKENIZER_FILE_BYTES {
+        return Err(too_large(&path.display().to_string(), bytes.len() as u64));
+    }
     String::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to() as u64,
@@ -415,13 +454,10 @@ pub fn from_gpt2_files(encoder_json: &Path, vocab_bpe: &Path) -> Result<Tokenize
     let encoder = encoder
         .as_object()
         .ok_or_else(|| Error::format(&enc_source, "(root)", "expected an object of token -> id"))?;
+    let r = Reader { source: &enc_source };
     let tokens = encoder
         .iter()
-        .map(|(t, id)| {
-            id.as_u64()
-                .map(|id| (id as u32, t.clone()))
-                .ok_or_else(|| Error::format(&enc_source, format!("[{t:?}]"), "expected an integer id"))
-        })
+        .map(|(t, id)| r.id(id, &format!("[{t:?}]")).map(|id| (id, t.clone())))
         .collect::<Result<Vec<_>>>()?;
     let text = read_text(vocab_bpe)?;
     let mut merges = Vec::new();

@@ -8,10 +8,12 @@ pub mod hf_json;
 pub mod normalize;
 pub mod pretokenize;
 pub mod pretokenize_ja;
+pub mod progress;
 pub mod tokenizer;
 pub mod train;
 pub mod unicode_class;
 pub mod vocab;
+pub mod word_counts;
 
 #[cfg(feature = "python")]
 mod python;
@@ -20,4 +22,5 @@ pub use error::{Error, Result};
 pub use normalize::Normalizer;
 pub use pretokenize::PreTokenizer;
 pub use tokenizer::{AllowedSpecial, Tokenizer};
-pub use train::{TrainConfig, WordCounts};
+pub use train::TrainConfig;
+pub use word_counts::WordCounts;

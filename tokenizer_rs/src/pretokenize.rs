@@ -25,8 +25,47 @@ pub const CHARS_PATTERN: &str = r"[\s\S]";
 pub const WORDS_SPACE: &str = r"\s+";
 pub const WORDS_PUNCT: &str = r#"--|[,.:;?_!"()']"#;
 
-/// Names accepted by [`PreTokenizer::from_name`] besides a raw regular expression.
+/// Names accepted by [`PreTokenizer::from_name`].
 pub const PRESETS: &[&str] = &["gpt2", "cl100k", "o200k", "ja", "ja-digits1", "ja-isolated"];
+
+/// A custom pattern is asked for explicitly (`regex:<pattern>`), so that a misspelt preset is an
+/// error instead of a regular expression that happens to compile.
+pub const REGEX_PREFIX: &str = "regex:";
+
+/// The preset a misspelt name most likely meant: the nearest by edit distance (a swap of two
+/// neighbours counts once, case is ignored), if it is close enough to be a typo.
+pub fn closest_preset(name: &str) -> Option<&'static str> {
+    let name = name.to_lowercase();
+    PRESETS
+        .iter()
+        .map(|&p| (edit_distance(&name, p), p))
+        .filter(|&(d, p)| d <= 2 && d < p.chars().count())
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, p)| p)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
 
 /// `ja` with punctuation never attached to words (measured to compress less; see BENCHMARKS.md).
 pub fn ja_isolated_pattern() -> String {
@@ -65,7 +104,8 @@ impl std::fmt::Debug for PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// A preset name (`gpt2`, `cl100k`, `o200k`) or a custom regular expression.
+    /// A preset name (see [`PRESETS`]) or `regex:<pattern>`; anything else is an error that lists
+    /// the presets (and the likely one, for a typo).
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
             "gpt2" => Ok(PreTokenizer::Gpt2 {
@@ -76,7 +116,13 @@ impl PreTokenizer {
             "ja" => Ok(PreTokenizer::Ja { max_digits: 3 }),
             "ja-digits1" => Ok(PreTokenizer::Ja { max_digits: 1 }),
             "ja-isolated" => Self::from_pattern(&ja_isolated_pattern()),
-            pattern => Self::from_pattern(pattern),
+            other => match other.strip_prefix(REGEX_PREFIX) {
+                Some(pattern) => Self::from_pattern(pattern),
+                None => Err(Error::UnknownPreset {
+                    name: other.to_string(),
+                    suggestion: closest_preset(other),
+                }),
+            },
         }
     }
 
@@ -126,6 +172,8 @@ impl PreTokenizer {
         })
     }
 
+    /// What [`PreTokenizer::from_name`] takes back: a preset name, or `regex:<pattern>` for a
+    /// custom pattern (`none`, `chars`, `words` name the splits that have no preset).
     pub fn name(&self) -> String {
         match self {
             PreTokenizer::Gpt2 { .. } => "gpt2".into(),
@@ -135,7 +183,7 @@ impl PreTokenizer {
             PreTokenizer::Ja { max_digits: 3 } => "ja".into(),
             PreTokenizer::Ja { max_digits } => format!("ja-digits{max_digits}"),
             PreTokenizer::Regex { preset: Some(p), .. } => (*p).into(),
-            PreTokenizer::Regex { pattern, .. } => pattern.clone(),
+            PreTokenizer::Regex { pattern, .. } => format!("{REGEX_PREFIX}{pattern}"),
         }
     }
 
@@ -294,6 +342,29 @@ fn run_end(b: &[u8], mut i: usize, class: CharClass) -> usize {
     i
 }
 
+/// The end of the white-space piece starting at `i` (its first char `len` bytes long): the whole
+/// run at the end of the text, else all but its last char (`\s+(?!\S)`), else the single char
+/// (`\s+`).
+#[inline(always)]
+fn space_run_end(b: &[u8], i: usize, len: usize) -> usize {
+    let n = b.len();
+    let mut j = i + len;
+    let mut last_start = i;
+    while j < n {
+        let (c, l) = class_at(b, j);
+        if c != CharClass::Space {
+            break;
+        }
+        last_start = j;
+        j += l;
+    }
+    if j < n && last_start > i {
+        last_start
+    } else {
+        j
+    }
+}
+
 /// The GPT-2 split, one left-to-right pass. Alternatives in regex order:
 /// contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`, `\s+(?!\S)`, `\s+`.
 pub fn gpt2_pieces<'t, F: FnMut(&'t str)>(text: &'t str, mut f: F) {
@@ -325,28 +396,7 @@ pub fn gpt2_pieces<'t, F: FnMut(&'t str)>(text: &'t str, mut f: F) {
                 } else {
                     None
                 };
-                match joined {
-                    Some(end) => end,
-                    None => {
-                        // A run of white space: all of it at the end of the text, else all but its
-                        // last char (`\s+(?!\S)`), else the single char (`\s+`).
-                        let mut j = i + len;
-                        let mut last_start = i;
-                        while j < n {
-                            let (c, l) = class_at(b, j);
-                            if c != CharClass::Space {
-                                break;
-                            }
-                            last_start = j;
-                            j += l;
-                        }
-                        if j < n && last_start > i {
-                            last_start
-                        } else {
-                            j
-                        }
-                    }
-                }
+                joined.unwrap_or_else(|| space_run_end(b, i, len))
             }
             other => run_end(b, i + len, other),
         };
@@ -411,6 +461,31 @@ mod tests {
             let p = PreTokenizer::from_name(name).unwrap();
             assert_eq!(p.pieces("Hello world 123").concat(), "Hello world 123");
         }
-        assert!(PreTokenizer::from_name("(unclosed").is_err());
+        assert!(PreTokenizer::from_name("regex:(unclosed").is_err());
+    }
+
+    #[test]
+    fn unknown_presets_are_errors_with_a_suggestion() {
+        for (name, suggestion) in [("gtp2", Some("gpt2")), ("cl100", Some("cl100k")), ("GPT2", Some("gpt2")),
+                                   ("ja_digits1", Some("ja-digits1")), ("o200", Some("o200k")), (r"\s+", None), ("x", None)] {
+            match PreTokenizer::from_name(name) {
+                Err(Error::UnknownPreset { name: n, suggestion: s }) => assert_eq!((n.as_str(), s), (name, suggestion)),
+                other => panic!("{name}: expected UnknownPreset, got {other:?}"),
+            }
+        }
+        let message = PreTokenizer::from_name("gtp2").unwrap_err().to_string();
+        assert!(message.contains("'gtp2' (did you mean 'gpt2'? presets: gpt2, cl100k"), "{message}");
+        assert!(message.contains("regex:<pattern>"), "{message}");
+    }
+
+    #[test]
+    fn custom_patterns_take_the_regex_prefix_and_name_round_trips() {
+        let p = PreTokenizer::from_name(r"regex:\d+").unwrap();
+        assert_eq!(p.pieces("ab12"), vec!["ab", "12"]);
+        assert_eq!(p.name(), r"regex:\d+");
+        assert_eq!(PreTokenizer::from_name(&p.name()).unwrap().name(), p.name());
+        // A preset's own pattern spelt out is still that preset.
+        assert_eq!(PreTokenizer::from_name(&format!("regex:{CL100K_PATTERN}")).unwrap().name(), "cl100k");
+        assert!(matches!(PreTokenizer::from_name("regex:"), Err(Error::Regex { .. })));
     }
 }

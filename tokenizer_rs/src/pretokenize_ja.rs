@@ -225,26 +225,38 @@ fn other_piece(b: &[u8], i: usize, max_digits: usize) -> usize {
         return run_max(b, i, NUMBER, max_digits);
     }
     if body_flags & (SPACE | LETTER | NUMBER) == 0 {
-        // Punctuation run, then any line breaks.
-        let mut j = body + body_len;
-        while j < n {
-            let (g, gl) = flags_at(b, j);
-            if g & (SPACE | LETTER | NUMBER) != 0 {
-                break;
-            }
-            j += gl;
-        }
-        while j < n && (b[j] == b'\r' || b[j] == b'\n') {
-            j += 1;
-        }
-        return j;
+        return punctuation_end(b, body + body_len);
     }
     if f & SPACE == 0 {
         // A letter that no alternative above takes (only reachable for Japanese letters that the
         // Japanese alternatives already handle); keep progress safe.
         return i + l;
     }
-    // White space: `\s*[\r\n]+`, then `\s+(?!\S)`, then `\s+`.
+    space_end(b, i)
+}
+
+/// `[^\s\p{L}\p{N}]+[\r\n]*` from `j`, just after its first character: the rest of the
+/// punctuation run, then any line breaks.
+#[inline]
+fn punctuation_end(b: &[u8], mut j: usize) -> usize {
+    let n = b.len();
+    while j < n {
+        let (g, gl) = flags_at(b, j);
+        if g & (SPACE | LETTER | NUMBER) != 0 {
+            break;
+        }
+        j += gl;
+    }
+    while j < n && (b[j] == b'\r' || b[j] == b'\n') {
+        j += 1;
+    }
+    j
+}
+
+/// White space from `i`: `\s*[\r\n]+`, then `\s+(?!\S)`, then `\s+`.
+#[inline]
+fn space_end(b: &[u8], i: usize) -> usize {
+    let n = b.len();
     let mut j = i;
     let mut last_break = None;
     let mut last_start = i;

@@ -5,7 +5,8 @@ use crate::encode::{encode_piece, Scratch};
 use crate::error::{Error, Result};
 use crate::normalize::{normalize_opt, Normalizer};
 use crate::pretokenize::PreTokenizer;
-use crate::train::{train_bpe, train_word_level, TrainConfig, TrainedBpe, WordCounts};
+use crate::train::{train_bpe, train_word_level, TrainConfig, TrainedBpe};
+use crate::word_counts::WordCounts;
 use crate::vocab::{AddedToken, Vocab};
 use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
@@ -300,13 +301,7 @@ impl Tokenizer {
                     }
                     out.extend_from_slice(b)
                 }
-                None => {
-                    return Err(Error::IdOutOfRange {
-                        id: id as u64,
-                        position,
-                        vocab_size: self.vocab.len(),
-                    })
-                }
+                None => return Err(Error::id_out_of_range(id, position, self.vocab.len())),
             }
         }
         Ok(out)

@@ -8,16 +8,14 @@
 
 use crate::bytelevel;
 use crate::error::{Error, Result};
-use crate::normalize::{normalize_opt, Normalizer};
-use crate::pretokenize::PreTokenizer;
+use crate::progress::progress_bar;
 use crate::vocab::Pair;
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::word_counts::WordCounts;
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::io::Read;
-use std::path::Path;
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -27,173 +25,6 @@ pub struct TrainConfig {
     /// Longest token, in characters; `None` for no limit.
     pub max_token_length: Option<usize>,
     pub show_progress: bool,
-}
-
-/// Word (pre-token) counts: the only state that grows with the corpus.
-pub struct WordCounts {
-    pretokenizer: PreTokenizer,
-    normalizer: Option<Normalizer>,
-    counts: FxHashMap<Box<[u8]>, u64>,
-}
-
-/// Text is processed in blocks of this many bytes, split at line ends, each block in parallel.
-const BLOCK_BYTES: usize = 8 << 20;
-
-impl WordCounts {
-    pub fn new(pretokenizer: PreTokenizer, normalizer: Option<Normalizer>) -> Self {
-        WordCounts {
-            pretokenizer,
-            normalizer,
-            counts: FxHashMap::default(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.counts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
-    }
-
-    /// Total number of pre-tokens seen.
-    pub fn total(&self) -> u64 {
-        self.counts.values().sum()
-    }
-
-    fn count_text<'t>(&self, text: &'t str, split_lines: bool, local: &mut FxHashMap<&'t [u8], u64>) {
-        let mut add = |piece: &'t str| *local.entry(piece.as_bytes()).or_insert(0) += 1;
-        if split_lines {
-            for line in text.split_inclusive('\n') {
-                self.pretokenizer.for_each_piece(line, &mut add);
-            }
-        } else {
-            self.pretokenizer.for_each_piece(text, &mut add);
-        }
-    }
-
-    /// Counts one chunk; keys are copied out only once per distinct word.
-    fn count_chunk(&self, chunk: &str, split_lines: bool) -> Vec<(Box<[u8]>, u64)> {
-        let mut local: FxHashMap<&[u8], u64> = FxHashMap::default();
-        match self.normalizer {
-            None => {
-                self.count_text(chunk, split_lines, &mut local);
-                local.into_iter().map(|(k, v)| (Box::from(k), v)).collect()
-            }
-            Some(_) => {
-                // Normalization is per sequence (per line for files), as in HF.
-                let normalized: Vec<String> = if split_lines {
-                    chunk
-                        .split_inclusive('\n')
-                        .map(|l| normalize_opt(self.normalizer, l).into_owned())
-                        .collect()
-                } else {
-                    vec![normalize_opt(self.normalizer, chunk).into_owned()]
-                };
-                for s in &normalized {
-                    self.count_text(s, false, &mut local);
-                }
-                local.into_iter().map(|(k, v)| (Box::from(k), v)).collect()
-            }
-        }
-    }
-
-    fn absorb(&mut self, parts: Vec<Vec<(Box<[u8]>, u64)>>) {
-        for part in parts {
-            for (k, v) in part {
-                *self.counts.entry(k).or_insert(0) += v;
-            }
-        }
-    }
-
-    /// Each string is one sequence (HF `train_from_iterator` semantics).
-    pub fn add_sequences<S: AsRef<str> + Sync>(&mut self, seqs: &[S]) {
-        let this = &*self;
-        let parts: Vec<_> = seqs
-            .par_chunks(64.max(seqs.len() / (4 * rayon::current_num_threads()).max(1)))
-            .map(|chunk| {
-                let mut local: FxHashMap<&[u8], u64> = FxHashMap::default();
-                let mut owned: Vec<Vec<(Box<[u8]>, u64)>> = Vec::new();
-                for s in chunk {
-                    if this.normalizer.is_none() {
-                        this.count_text(s.as_ref(), false, &mut local);
-                    } else {
-                        owned.push(this.count_chunk(s.as_ref(), false));
-                    }
-                }
-                let mut out: Vec<(Box<[u8]>, u64)> = local.into_iter().map(|(k, v)| (Box::from(k), v)).collect();
-                out.extend(owned.into_iter().flatten());
-                out
-            })
-            .collect();
-        self.absorb(parts);
-    }
-
-    /// Counts a UTF-8 text file line by line (HF `train(files)` semantics: each line, with its
-    /// ending, is one sequence). Streams in blocks; memory does not grow with the file.
-    pub fn add_file(&mut self, path: &Path, progress: Option<&ProgressBar>) -> Result<()> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + 4096);
-        let mut offset: u64 = 0; // file offset of buf[0]
-        let mut eof = false;
-        while !eof {
-            let have = buf.len();
-            buf.resize(have + BLOCK_BYTES, 0);
-            let mut filled = have;
-            while filled < buf.len() {
-                let n = file.read(&mut buf[filled..]).map_err(|e| Error::io(path, e))?;
-                if n == 0 {
-                    eof = true;
-                    break;
-                }
-                filled += n;
-            }
-            buf.truncate(filled);
-            // Process up to the last line end (everything at EOF); keep the tail for the next block.
-            let cut = if eof {
-                buf.len()
-            } else {
-                match buf.iter().rposition(|&b| b == b'\n') {
-                    Some(p) => p + 1,
-                    None => continue, // a line longer than the block: read more
-                }
-            };
-            let text = std::str::from_utf8(&buf[..cut]).map_err(|e| Error::NotUtf8 {
-                path: path.to_path_buf(),
-                offset: offset + e.valid_up_to() as u64,
-            })?;
-            let chunks = split_at_lines(text, 4 * rayon::current_num_threads());
-            let parts: Vec<_> = chunks.par_iter().map(|c| self.count_chunk(c, true)).collect();
-            self.absorb(parts);
-            if let Some(p) = progress {
-                p.inc(cut as u64);
-            }
-            buf.drain(..cut);
-            offset += cut as u64;
-        }
-        Ok(())
-    }
-}
-
-/// Splits `text` into about `parts` pieces, each ending at a line end.
-fn split_at_lines(text: &str, parts: usize) -> Vec<&str> {
-    let target = (text.len() / parts.max(1)).max(1 << 16);
-    let mut out = Vec::new();
-    let mut rest = text;
-    while rest.len() > target {
-        match rest.as_bytes()[target..].iter().position(|&b| b == b'\n') {
-            Some(p) => {
-                let (head, tail) = rest.split_at(target + p + 1);
-                out.push(head);
-                rest = tail;
-            }
-            None => break,
-        }
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
 }
 
 /// A heap entry: HF's `Merge`. Highest count first; on ties the smaller pair.
@@ -253,6 +84,18 @@ fn joined_len(a: CharLen, b: CharLen) -> u32 {
     a.chars + b.chars - b.starts_mid_char as u32
 }
 
+/// Whether joining tokens `x` and `y` stays within `limit` characters (always, without a limit).
+/// `y` may be the id being created; its length is pushed before any word is updated.
+fn within_limit(lens: &[CharLen], limit: Option<usize>, x: u32, y: u32) -> bool {
+    match limit {
+        None => true,
+        Some(limit) => {
+            let (lx, ly) = (lens[x as usize], lens.get(y as usize).copied());
+            ly.is_some_and(|ly| joined_len(lx, ly) as usize <= limit)
+        }
+    }
+}
+
 /// Applies merge `(a, b) -> rep` to one word in place, returning the pair-count changes in HF's order.
 fn merge_word(
     syms: &mut Vec<u32>,
@@ -290,71 +133,112 @@ fn merge_word(
     syms.truncate(write);
 }
 
-fn progress_bar(show: bool, len: u64, message: &'static str, bytes: bool) -> Option<ProgressBar> {
-    if !show {
-        return None;
-    }
-    let bar = ProgressBar::new(len);
-    let template = if bytes {
-        "{msg:>16} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
-    } else {
-        "{msg:>16} [{bar:40}] {pos}/{len} (eta {eta})"
-    };
-    bar.set_style(ProgressStyle::with_template(template).unwrap().progress_chars("=> "));
-    bar.set_message(message);
-    Some(bar)
-}
-
-pub fn file_progress(show: bool, total_bytes: u64) -> Option<ProgressBar> {
-    progress_bar(show, total_bytes, "Count words", true)
-}
-
 /// Minimum number of words to update before a merge step goes parallel.
 const PARALLEL_WORDS: usize = 512;
 
-pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
-    // 1. Special tokens, then the 256 byte-level characters in code-point order.
-    let mut token_to_id: FxHashMap<String, u32> = FxHashMap::default();
-    let mut tokens: Vec<String> = Vec::with_capacity(cfg.vocab_size);
-    let mut add = |s: String, tokens: &mut Vec<String>| {
-        token_to_id.entry(s.clone()).or_insert_with(|| {
-            tokens.push(s);
-            (tokens.len() - 1) as u32
-        });
-    };
-    for s in &cfg.special_tokens {
-        add(s.clone(), &mut tokens);
-    }
-    for c in bytelevel::alphabet_sorted() {
-        add(c.to_string(), &mut tokens);
-    }
-    let alphabet_len = tokens.len();
-    if cfg.vocab_size < alphabet_len {
-        return Err(Error::Config(format!(
-            "vocab_size {} is smaller than the {} special tokens plus the 256-byte alphabet ({alphabet_len})",
-            cfg.vocab_size,
-            cfg.special_tokens.len()
-        )));
-    }
-    if counts.is_empty() {
-        return Err(Error::Config("the corpus is empty: no words to train on".into()));
-    }
-    let byte_ids: Vec<u32> = (0u8..=255)
-        .map(|b| token_to_id[&bytelevel::byte_to_char(b).to_string()])
-        .collect();
+/// The largest vocabulary: ids are u32 (as in HF), so a larger request can never be filled.
+pub const MAX_VOCAB_SIZE: usize = u32::MAX as usize;
 
-    // 2. Words as symbol ids, in a fixed order so runs are reproducible.
+/// The vocabulary's initial allocation; a larger `vocab_size` grows it only as merges are found,
+/// so an absurd request costs nothing before the corpus runs out of pairs.
+const INITIAL_VOCAB_CAPACITY: usize = 1 << 16;
+
+impl TrainConfig {
+    /// Refuses settings no training run can honour, before anything is allocated.
+    pub fn check(&self) -> Result<()> {
+        if self.vocab_size > MAX_VOCAB_SIZE {
+            return Err(Error::Config(format!(
+                "vocab_size {} is larger than the largest vocabulary ({MAX_VOCAB_SIZE}: ids are 32-bit)",
+                self.vocab_size
+            )));
+        }
+        if self.max_token_length == Some(0) {
+            return Err(Error::Config("max_token_length must be at least 1 character".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The vocabulary while it grows: HF token strings by id, and each string's id.
+struct TrainingVocab {
+    tokens: Vec<String>,
+    ids: FxHashMap<String, u32>,
+}
+
+impl TrainingVocab {
+    fn with_capacity(capacity: usize) -> Self {
+        TrainingVocab {
+            tokens: Vec::with_capacity(capacity),
+            ids: FxHashMap::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+
+    /// The id of `token`, adding it with the next id when it is new.
+    fn add(&mut self, token: String) -> u32 {
+        if let Some(id) = self.id(&token) {
+            return id;
+        }
+        let id = self.tokens.len() as u32;
+        self.ids.insert(token.clone(), id);
+        self.tokens.push(token);
+        id
+    }
+}
+
+/// HF `add_special_tokens`: specials take the first ids (a repeated one keeps its first id).
+fn add_special_tokens(vocab: &mut TrainingVocab, special_tokens: &[String]) {
+    for s in special_tokens {
+        vocab.add(s.clone());
+    }
+}
+
+/// HF `compute_alphabet` with `initial_alphabet=ByteLevel.alphabet()`: all 256 byte-level
+/// characters in code-point order. Returns the id of each byte's character.
+fn add_initial_alphabet(vocab: &mut TrainingVocab) -> Vec<u32> {
+    for c in bytelevel::alphabet_sorted() {
+        vocab.add(c.to_string());
+    }
+    (0u8..=255)
+        .map(|b| vocab.id(&bytelevel::byte_to_char(b).to_string()).expect("the alphabet was just added"))
+        .collect()
+}
+
+/// HF `tokenize_words`: each word as symbol ids (one per byte), in byte order so that runs are
+/// reproducible, with the word counts.
+fn tokenize_words(counts: &WordCounts, byte_ids: &[u32]) -> (Vec<Vec<u32>>, Vec<i64>) {
     let mut entries: Vec<(&[u8], u64)> = counts.counts.iter().map(|(k, v)| (&k[..], *v)).collect();
     entries.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut words: Vec<Vec<u32>> = entries
+    let words: Vec<Vec<u32>> = entries
         .par_iter()
         .map(|(w, _)| w.iter().map(|&b| byte_ids[b as usize]).collect())
         .collect();
     let word_counts: Vec<i64> = entries.iter().map(|(_, c)| *c as i64).collect();
-    drop(entries);
+    (words, word_counts)
+}
 
-    // 3. Initial pair counts and, per pair, the words that hold it.
-    let (mut pair_counts, where_to_update) = words
+type PairMaps = (FxHashMap<Pair, i64>, FxHashMap<Pair, Vec<u32>>);
+
+fn merge_maps((mut pc, mut wtu): PairMaps, (pc2, wtu2): PairMaps) -> PairMaps {
+    for (k, v) in pc2 {
+        *pc.entry(k).or_insert(0) += v;
+    }
+    for (k, v) in wtu2 {
+        wtu.entry(k).or_default().extend(v);
+    }
+    (pc, wtu)
+}
+
+/// HF `count_pairs`: the count of every adjacent pair and, per pair, the words that hold it.
+fn count_pairs(words: &[Vec<u32>], word_counts: &[i64]) -> PairMaps {
+    words
         .par_iter()
         .enumerate()
         .fold(
@@ -379,7 +263,11 @@ pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
                 }
                 merge_maps((pc, wtu), (pc2, wtu2))
             },
-        );
+        )
+}
+
+/// The merge queue's first entries: every pair that occurs, with the (sorted) words holding it.
+fn initial_queue(pair_counts: &FxHashMap<Pair, i64>, where_to_update: FxHashMap<Pair, Vec<u32>>) -> BinaryHeap<QueueEntry> {
     let mut queue: BinaryHeap<QueueEntry> = BinaryHeap::with_capacity(pair_counts.len());
     for (pair, mut words_of) in where_to_update {
         let count = pair_counts[&pair];
@@ -392,111 +280,152 @@ pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
             });
         }
     }
+    queue
+}
 
-    // Character lengths per id, only needed with a length limit.
-    let mut lens: Vec<CharLen> = if cfg.max_token_length.is_some() {
-        tokens.iter().map(|t| char_len(&bytelevel::token_bytes(t))).collect()
-    } else {
-        Vec::new()
-    };
-
-    // 4. Merge until the vocabulary is full or no pair is frequent enough.
-    let bar = progress_bar(cfg.show_progress, (cfg.vocab_size - alphabet_len) as u64, "Merge pairs", false);
-    let mut merges: Vec<Pair> = Vec::new();
-    let mut changes_by_word: Vec<(Vec<(Pair, i32)>, u32)> = Vec::new();
-    let mut where_to_update: FxHashMap<Pair, Vec<u32>> = FxHashMap::default();
-    while token_to_id.len() < cfg.vocab_size {
-        let Some(mut top) = queue.pop() else { break };
-        let current = pair_counts.get(&top.pair).copied().unwrap_or(0).max(0) as u64;
-        if top.count != current {
-            top.count = current;
-            if current > 0 {
-                queue.push(top);
-            }
-            continue;
-        }
-        if top.count < 1 || cfg.min_frequency > top.count {
-            break;
-        }
-        let new_token = format!("{}{}", tokens[top.pair.0 as usize], tokens[top.pair.1 as usize]);
-        let new_id = match token_to_id.get(&new_token) {
-            Some(&id) => id,
-            None => {
-                let id = tokens.len() as u32;
-                if let Some(limit) = cfg.max_token_length {
-                    let len = joined_len(lens[top.pair.0 as usize], lens[top.pair.1 as usize]);
-                    if len as usize > limit {
-                        continue; // never form a token over the limit
-                    }
-                    lens.push(char_len(&bytelevel::token_bytes(&new_token)));
-                }
-                token_to_id.insert(new_token.clone(), id);
-                tokens.push(new_token);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-                id
-            }
-        };
-        merges.push(top.pair);
-
-        let allowed = |x: u32, y: u32| match cfg.max_token_length {
-            None => true,
-            Some(limit) => {
-                let (lx, ly) = (lens[x as usize], lens.get(y as usize).copied());
-                // `rep` may be the id being created; its length is already pushed above.
-                ly.is_some_and(|ly| joined_len(lx, ly) as usize <= limit)
-            }
-        };
-        let pair = top.pair;
-        changes_by_word.clear();
-        if top.words.len() >= PARALLEL_WORDS {
-            struct WordsPtr(*mut Vec<u32>);
-            unsafe impl Sync for WordsPtr {}
-            let base = WordsPtr(words.as_mut_ptr());
-            let base = &base;
-            let n_words = words.len();
-            changes_by_word = top
-                .words
-                .par_iter()
-                .map(|&w| {
-                    assert!((w as usize) < n_words);
-                    // SAFETY: `top.words` holds distinct indices, so each word is borrowed once.
-                    let word = unsafe { &mut *base.0.add(w as usize) };
-                    let mut ch = Vec::new();
-                    merge_word(word, pair, new_id, &allowed, &mut ch);
-                    (ch, w)
-                })
-                .collect();
-        } else {
-            for &w in &top.words {
+/// Applies merge `pair -> rep` to the words listed in `word_ids`, collecting each word's pair-count
+/// changes. Many words are updated in parallel (each word belongs to one task).
+fn merge_in_words(
+    words: &mut [Vec<u32>],
+    word_ids: &[u32],
+    pair: Pair,
+    rep: u32,
+    allowed: &(dyn Fn(u32, u32) -> bool + Sync),
+    changes_by_word: &mut Vec<(Vec<(Pair, i32)>, u32)>,
+) {
+    changes_by_word.clear();
+    if word_ids.len() >= PARALLEL_WORDS {
+        struct WordsPtr(*mut Vec<u32>);
+        unsafe impl Sync for WordsPtr {}
+        let base = WordsPtr(words.as_mut_ptr());
+        let base = &base;
+        let n_words = words.len();
+        *changes_by_word = word_ids
+            .par_iter()
+            .map(|&w| {
+                assert!((w as usize) < n_words);
+                // SAFETY: `word_ids` holds distinct indices, so each word is borrowed once.
+                let word = unsafe { &mut *base.0.add(w as usize) };
                 let mut ch = Vec::new();
-                merge_word(&mut words[w as usize], pair, new_id, &allowed, &mut ch);
-                if !ch.is_empty() {
-                    changes_by_word.push((ch, w));
-                }
+                merge_word(word, pair, rep, allowed, &mut ch);
+                (ch, w)
+            })
+            .collect();
+    } else {
+        for &w in word_ids {
+            let mut ch = Vec::new();
+            merge_word(&mut words[w as usize], pair, rep, allowed, &mut ch);
+            if !ch.is_empty() {
+                changes_by_word.push((ch, w));
             }
         }
-        for (changes, w) in changes_by_word.drain(..) {
-            let count = word_counts[w as usize];
+    }
+}
+
+/// HF's merge loop, state and steps: pop the best pair, give it a token, rewrite the words that
+/// hold it, and re-queue the pairs whose counts changed.
+struct MergeLoop<'c> {
+    cfg: &'c TrainConfig,
+    vocab: TrainingVocab,
+    words: Vec<Vec<u32>>,
+    word_counts: Vec<i64>,
+    pair_counts: FxHashMap<Pair, i64>,
+    queue: BinaryHeap<QueueEntry>,
+    /// Character lengths per id, only kept with a length limit.
+    lens: Vec<CharLen>,
+    merges: Vec<Pair>,
+    bar: Option<ProgressBar>,
+    /// Buffers reused from one merge to the next.
+    changes_by_word: Vec<(Vec<(Pair, i32)>, u32)>,
+    where_to_update: FxHashMap<Pair, Vec<u32>>,
+}
+
+impl MergeLoop<'_> {
+    /// Merges until the vocabulary is full or no pair is frequent enough.
+    fn run(&mut self) {
+        while self.vocab.len() < self.cfg.vocab_size {
+            let Some(top) = self.pop_best() else { break };
+            let Some(new_id) = self.token_for(top.pair) else {
+                continue; // never form a token over the length limit
+            };
+            self.merges.push(top.pair);
+            self.rewrite_words(&top, new_id);
+            self.requeue_changed_pairs();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// The best pair whose queued count is current (stale entries are re-queued with their
+    /// present count); `None` once the queue is empty or the best pair is below `min_frequency`.
+    fn pop_best(&mut self) -> Option<QueueEntry> {
+        loop {
+            let mut top = self.queue.pop()?;
+            let current = self.pair_counts.get(&top.pair).copied().unwrap_or(0).max(0) as u64;
+            if top.count != current {
+                top.count = current;
+                if current > 0 {
+                    self.queue.push(top);
+                }
+                continue;
+            }
+            if top.count < 1 || self.cfg.min_frequency > top.count {
+                return None;
+            }
+            return Some(top);
+        }
+    }
+
+    /// The id of the merged token, added to the vocabulary when new; `None` when a new token
+    /// would be longer than `max_token_length`.
+    fn token_for(&mut self, (a, b): Pair) -> Option<u32> {
+        let new_token = format!("{}{}", self.vocab.tokens[a as usize], self.vocab.tokens[b as usize]);
+        if let Some(id) = self.vocab.id(&new_token) {
+            return Some(id);
+        }
+        if let Some(limit) = self.cfg.max_token_length {
+            if joined_len(self.lens[a as usize], self.lens[b as usize]) as usize > limit {
+                return None;
+            }
+            self.lens.push(char_len(&bytelevel::token_bytes(&new_token)));
+        }
+        let id = self.vocab.add(new_token);
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        Some(id)
+    }
+
+    /// Applies the merge to every word holding the pair and records the pair-count changes.
+    fn rewrite_words(&mut self, top: &QueueEntry, new_id: u32) {
+        let (lens, limit) = (&self.lens, self.cfg.max_token_length);
+        let allowed = |x: u32, y: u32| within_limit(lens, limit, x, y);
+        merge_in_words(&mut self.words, &top.words, top.pair, new_id, &allowed, &mut self.changes_by_word);
+        for (changes, w) in self.changes_by_word.drain(..) {
+            let count = self.word_counts[w as usize];
             for (p, change) in changes {
-                *pair_counts.entry(p).or_insert(0) += change as i64 * count;
+                *self.pair_counts.entry(p).or_insert(0) += change as i64 * count;
                 if change > 0 {
-                    let list = where_to_update.entry(p).or_default();
+                    let list = self.where_to_update.entry(p).or_default();
                     if list.last() != Some(&w) {
                         list.push(w);
                     }
                 }
             }
         }
-        let mut updated: Vec<(Pair, Vec<u32>)> = where_to_update.drain().collect();
+    }
+
+    /// Queues the pairs the last merge created, in pair order, with the words that now hold them.
+    fn requeue_changed_pairs(&mut self) {
+        let mut updated: Vec<(Pair, Vec<u32>)> = self.where_to_update.drain().collect();
         updated.sort_unstable_by_key(|(p, _)| *p);
         for (p, mut ws) in updated {
-            let count = pair_counts[&p];
+            let count = self.pair_counts[&p];
             if count > 0 {
                 ws.sort_unstable();
                 ws.dedup();
-                queue.push(QueueEntry {
+                self.queue.push(QueueEntry {
                     count: count as u64,
                     pair: p,
                     words: ws,
@@ -504,12 +433,49 @@ pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
             }
         }
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
+}
+
+/// Trains a byte-level BPE on `counts`; the steps follow HF `BpeTrainer::do_train`.
+pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
+    cfg.check()?;
+    let mut vocab = TrainingVocab::with_capacity(cfg.vocab_size.min(INITIAL_VOCAB_CAPACITY));
+    add_special_tokens(&mut vocab, &cfg.special_tokens);
+    let byte_ids = add_initial_alphabet(&mut vocab);
+    let alphabet_len = vocab.len();
+    if cfg.vocab_size < alphabet_len {
+        return Err(Error::Config(format!(
+            "vocab_size {} is smaller than the {} special tokens plus the 256-byte alphabet ({alphabet_len})",
+            cfg.vocab_size,
+            cfg.special_tokens.len()
+        )));
     }
+    if counts.is_empty() {
+        return Err(Error::Config("the corpus is empty: no words to train on".into()));
+    }
+    let (words, word_counts) = tokenize_words(counts, &byte_ids);
+    let (pair_counts, where_to_update) = count_pairs(&words, &word_counts);
+    let queue = initial_queue(&pair_counts, where_to_update);
+    let lens: Vec<CharLen> = match cfg.max_token_length {
+        Some(_) => vocab.tokens.iter().map(|t| char_len(&bytelevel::token_bytes(t))).collect(),
+        None => Vec::new(),
+    };
+    let mut merge_loop = MergeLoop {
+        cfg,
+        vocab,
+        words,
+        word_counts,
+        pair_counts,
+        queue,
+        lens,
+        merges: Vec::new(),
+        bar: progress_bar(cfg.show_progress, (cfg.vocab_size - alphabet_len) as u64, "Merge pairs", false),
+        changes_by_word: Vec::new(),
+        where_to_update: FxHashMap::default(),
+    };
+    merge_loop.run();
     Ok(TrainedBpe {
-        tokens,
-        merges,
+        tokens: merge_loop.vocab.tokens,
+        merges: merge_loop.merges,
         special_tokens: cfg.special_tokens.clone(),
     })
 }
@@ -517,6 +483,7 @@ pub fn train_bpe(counts: &WordCounts, cfg: &TrainConfig) -> Result<TrainedBpe> {
 /// Vocabulary of the char/word baselines: specials, `unk`, then pieces by count (ties by text),
 /// dropping pieces seen fewer than `min_frequency` times.
 pub fn train_word_level(counts: &WordCounts, cfg: &TrainConfig, unk: &str) -> Result<Vec<String>> {
+    cfg.check()?;
     let mut tokens: Vec<String> = Vec::new();
     for s in cfg.special_tokens.iter().map(String::as_str).chain(std::iter::once(unk)) {
         if !tokens.iter().any(|t| t == s) {
@@ -552,21 +519,11 @@ pub fn train_word_level(counts: &WordCounts, cfg: &TrainConfig, unk: &str) -> Re
     Ok(tokens)
 }
 
-type PairMaps = (FxHashMap<Pair, i64>, FxHashMap<Pair, Vec<u32>>);
-
-fn merge_maps((mut pc, mut wtu): PairMaps, (pc2, wtu2): PairMaps) -> PairMaps {
-    for (k, v) in pc2 {
-        *pc.entry(k).or_insert(0) += v;
-    }
-    for (k, v) in wtu2 {
-        wtu.entry(k).or_default().extend(v);
-    }
-    (pc, wtu)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::pretokenize::PreTokenizer;
 
     fn counts_of(words: &[(&str, u64)]) -> WordCounts {
         let mut wc = WordCounts::new(PreTokenizer::from_name("gpt2").unwrap(), None);
@@ -657,14 +614,5 @@ mod tests {
         };
         let t = train_bpe(&wc, &cfg).unwrap();
         assert_eq!(&t.tokens[256..], &["ab".to_string(), "cd".to_string()]);
-    }
-
-    #[test]
-    fn split_at_lines_covers_text() {
-        let text = "line\n".repeat(100_000) + &"日本語の行\n".repeat(50_000);
-        let parts = split_at_lines(&text, 7);
-        assert!(parts.len() > 1);
-        assert!(parts.iter().all(|p| p.ends_with('\n')));
-        assert_eq!(parts.concat(), text);
     }
 }

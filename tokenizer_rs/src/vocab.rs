@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use rustc_hash::FxHashMap;
 
 pub type Pair = (u32, u32);
+/// (left, right) -> (rank, merged id).
+type MergeMap = FxHashMap<Pair, (u32, u32)>;
 pub const NO_ID: u32 = u32::MAX;
 
 /// An HF "added token": matched in the raw text before pre-tokenization.
@@ -35,7 +37,7 @@ pub struct Vocab {
     /// Merges in rank order, as (left id, right id).
     merges: Vec<Pair>,
     /// (left, right) -> (rank, merged id); for a pair listed twice the later rank wins, as in HF.
-    merge_map: FxHashMap<Pair, (u32, u32)>,
+    merge_map: MergeMap,
     pub unk_id: Option<u32>,
     pub ignore_merges: bool,
     /// A WordLevel model: token strings are plain text and pieces are looked up whole.
@@ -99,6 +101,78 @@ fn id_table(source: &str, model_tokens: Vec<(u32, String)>, added: &[AddedToken]
     Ok((tokens, in_model))
 }
 
+/// The id of each token string (an added token wins over a model token with the same string, as in
+/// HF's lookup order), the bytes each id decodes to, each model token's raw bytes, and each single
+/// byte's id.
+struct Lookup {
+    token_to_id: FxHashMap<String, u32>,
+    bytes: Vec<Vec<u8>>,
+    bytes_to_id: FxHashMap<Vec<u8>, u32>,
+    byte_ids: [u32; 256],
+}
+
+fn byte_level_lookup(tokens: &[String], in_model: &[bool], added: &[AddedToken]) -> Lookup {
+    let mut token_to_id = FxHashMap::default();
+    token_to_id.reserve(tokens.len());
+    let mut bytes_to_id = FxHashMap::default();
+    let mut bytes = Vec::with_capacity(tokens.len());
+    let mut byte_ids = [NO_ID; 256];
+    for (id, tok) in tokens.iter().enumerate() {
+        let id = id as u32;
+        token_to_id.entry(tok.clone()).or_insert(id);
+        let raw = bytelevel::token_bytes(tok);
+        if in_model[id as usize] {
+            if let Some(b) = bytelevel::decode_str(tok) {
+                if b.len() == 1 && byte_ids[b[0] as usize] == NO_ID {
+                    byte_ids[b[0] as usize] = id;
+                }
+                bytes_to_id.entry(b).or_insert(id);
+            }
+        }
+        bytes.push(raw);
+    }
+    for t in added {
+        token_to_id.insert(t.content.clone(), t.id);
+    }
+    Lookup {
+        token_to_id,
+        bytes,
+        bytes_to_id,
+        byte_ids,
+    }
+}
+
+fn unk_id(source: &str, token_to_id: &FxHashMap<String, u32>, unk_token: &str) -> Result<u32> {
+    token_to_id
+        .get(unk_token)
+        .copied()
+        .ok_or_else(|| Error::format(source, "model.unk_token", format!("{unk_token:?} is not in the vocabulary")))
+}
+
+/// Merges as id pairs in rank order, and (left, right) -> (rank, merged id); each merge's two
+/// tokens and their concatenation must be in the vocabulary.
+fn merge_tables(source: &str, merges: &[(String, String)], token_to_id: &FxHashMap<String, u32>) -> Result<(Vec<Pair>, MergeMap)> {
+    let mut merge_ids = Vec::with_capacity(merges.len());
+    let mut merge_map = FxHashMap::default();
+    merge_map.reserve(merges.len());
+    for (rank, (a, b)) in merges.iter().enumerate() {
+        let field = || format!("model.merges[{rank}]");
+        let ia = *token_to_id
+            .get(a)
+            .ok_or_else(|| Error::format(source, field(), format!("{a:?} is not in model.vocab")))?;
+        let ib = *token_to_id
+            .get(b)
+            .ok_or_else(|| Error::format(source, field(), format!("{b:?} is not in model.vocab")))?;
+        let merged = format!("{a}{b}");
+        let new = *token_to_id.get(&merged).ok_or_else(|| {
+            Error::format(source, field(), format!("{a:?} + {b:?} = {merged:?} is not in model.vocab"))
+        })?;
+        merge_ids.push((ia, ib));
+        merge_map.insert((ia, ib), (rank as u32, new));
+    }
+    Ok((merge_ids, merge_map))
+}
+
 impl Vocab {
     /// Builds the tables from model tokens (id, HF string), extra ids for added tokens that are not in
     /// the model, and merges given as token-string pairs. `source` names the input in errors.
@@ -111,64 +185,17 @@ impl Vocab {
         ignore_merges: bool,
     ) -> Result<Self> {
         let (tokens, in_model) = id_table(source, model_tokens, added)?;
-        let mut token_to_id = FxHashMap::default();
-        token_to_id.reserve(tokens.len());
-        let mut bytes_to_id = FxHashMap::default();
-        let mut bytes = Vec::with_capacity(tokens.len());
-        let mut byte_ids = [NO_ID; 256];
-        for (id, tok) in tokens.iter().enumerate() {
-            let id = id as u32;
-            token_to_id.entry(tok.clone()).or_insert(id);
-            let raw = bytelevel::token_bytes(tok);
-            if in_model[id as usize] {
-                if let Some(b) = bytelevel::decode_str(tok) {
-                    if b.len() == 1 && byte_ids[b[0] as usize] == NO_ID {
-                        byte_ids[b[0] as usize] = id;
-                    }
-                    bytes_to_id.entry(b).or_insert(id);
-                }
-            }
-            bytes.push(raw);
-        }
-        // Added tokens take precedence over model tokens with the same string (HF's lookup order).
-        for t in added {
-            token_to_id.insert(t.content.clone(), t.id);
-        }
-
-        let unk_id = match unk_token {
-            None => None,
-            Some(u) => Some(*token_to_id.get(u).ok_or_else(|| {
-                Error::format(source, "model.unk_token", format!("{u:?} is not in the vocabulary"))
-            })?),
-        };
-
-        let mut merge_ids = Vec::with_capacity(merges.len());
-        let mut merge_map = FxHashMap::default();
-        merge_map.reserve(merges.len());
-        for (rank, (a, b)) in merges.iter().enumerate() {
-            let field = || format!("model.merges[{rank}]");
-            let ia = *token_to_id
-                .get(a)
-                .ok_or_else(|| Error::format(source, field(), format!("{a:?} is not in model.vocab")))?;
-            let ib = *token_to_id
-                .get(b)
-                .ok_or_else(|| Error::format(source, field(), format!("{b:?} is not in model.vocab")))?;
-            let merged = format!("{a}{b}");
-            let new = *token_to_id.get(&merged).ok_or_else(|| {
-                Error::format(source, field(), format!("{a:?} + {b:?} = {merged:?} is not in model.vocab"))
-            })?;
-            merge_ids.push((ia, ib));
-            merge_map.insert((ia, ib), (rank as u32, new));
-        }
-
+        let lookup = byte_level_lookup(&tokens, &in_model, added);
+        let unk_id = unk_token.map(|u| unk_id(source, &lookup.token_to_id, u)).transpose()?;
+        let (merges, merge_map) = merge_tables(source, merges, &lookup.token_to_id)?;
         Ok(Vocab {
             tokens,
-            bytes,
+            bytes: lookup.bytes,
             in_model,
-            token_to_id,
-            bytes_to_id,
-            byte_ids,
-            merges: merge_ids,
+            token_to_id: lookup.token_to_id,
+            bytes_to_id: lookup.bytes_to_id,
+            byte_ids: lookup.byte_ids,
+            merges,
             merge_map,
             unk_id,
             ignore_merges,
@@ -186,9 +213,7 @@ impl Vocab {
         for t in added {
             token_to_id.insert(t.content.clone(), t.id);
         }
-        let unk_id = Some(*token_to_id.get(unk_token).ok_or_else(|| {
-            Error::format(source, "model.unk_token", format!("{unk_token:?} is not in the vocabulary"))
-        })?);
+        let unk_id = Some(unk_id(source, &token_to_id, unk_token)?);
         Ok(Vocab {
             bytes: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
             tokens,
