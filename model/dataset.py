@@ -3,7 +3,8 @@
 No Prefect here. The dataset is one virtual stream of tokens (the shards of a split, in order);
 samplers draw (input, target) windows from it, targets shifted by one token.
 
-- `SlidingWindowLoader`: the seeds' GPTDatasetV1 semantics (windows at 0, stride, 2*stride, ...
+- `SlidingWindowLoader`: the semantics of GPTDatasetV1 (chapter 2 of Raschka's "Build a Large
+  Language Model (From Scratch)") (windows at 0, stride, 2*stride, ...
   while a full target fits), with batch_size, shuffle and drop_last.
 - `RandomWindowLoader`: uniformly random windows for pretraining, an endless stream.
 
@@ -21,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from model.shard_format import DatasetError, open_tensor, read_manifest, sha256_file
+from model.config import TOKENIZER_FILE
+from model.files import read_json, sha256_file, write_json_atomic
+from model.shard_format import DatasetError, open_tensor, read_manifest
 
 
 class TokenDataset:
@@ -38,9 +41,11 @@ class TokenDataset:
         if not entries:
             raise DatasetError(f"{self.directory}: split {split!r} is empty")
         self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        self.entries = entries
+        self.paths: list[Path] = []
         self.shards: list[np.ndarray] = []
         for e in entries:
-            path = self.directory / e["file"]
+            path = self.directory / e["file"]  # a plain name inside the directory (read_manifest checked)
             if not path.is_file():
                 raise DatasetError(f"{path}: listed in the manifest but missing")
             if path.stat().st_size != e["bytes"]:
@@ -50,10 +55,48 @@ class TokenDataset:
             tokens = open_tensor(path, "tokens", self.dtype)
             if len(tokens) != e["tokens"]:
                 raise DatasetError(f"{path}: {len(tokens)} tokens, the manifest says {e['tokens']}")
+            self.paths.append(path)
             self.shards.append(tokens)
         self.bounds = np.cumsum([0] + [len(s) for s in self.shards])
         self.vocab_size: int = self.manifest["tokenizer"]["vocab_size"]
         self.tokenizer_sha256: str = self.manifest["tokenizer"]["sha256"]
+
+    def tokenizer_file(self) -> Path:
+        """The dataset's own copy of its tokenizer.json, which must be the one its manifest names."""
+        path = self.directory / TOKENIZER_FILE
+        if not path.is_file():
+            raise DatasetError(f"{self.directory}: no {TOKENIZER_FILE} beside the shards (the manifest names tokenizer "
+                               f"sha256 {self.tokenizer_sha256[:12]}...)")
+        if sha256_file(path) != self.tokenizer_sha256:
+            raise DatasetError(f"{path}: sha256 differs from the tokenizer the manifest names ({self.tokenizer_sha256[:12]}...): "
+                               "the ids in the shards would mean other text")
+        return path
+
+    def verify(self, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Checks every shard's sha256 against the manifest and every token id against the
+        vocabulary. `record` holds what an earlier call verified (by path, size, modification time
+        and digest); those shards are not read again. Returns the updated record."""
+        record = dict(record or {})
+        for path, entry, tokens in zip(self.paths, self.entries, self.shards):
+            st = path.stat()
+            known = record.get(str(path.resolve()))
+            if known == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry["sha256"], "vocab_size": self.vocab_size}:
+                continue
+            if sha256_file(path) != entry["sha256"]:
+                raise DatasetError(f"{path}: sha256 does not match the manifest (corrupted)")
+            if len(tokens) and int(tokens.max()) >= self.vocab_size:
+                bad = int(np.argmax(tokens >= self.vocab_size))
+                raise DatasetError(f"{path}: token id {int(tokens[bad])} at position {bad} is outside the vocabulary "
+                                   f"of {self.vocab_size} (the manifest's tokenizer)")
+            record[str(path.resolve())] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry["sha256"],
+                                           "vocab_size": self.vocab_size}
+        return record
+
+    @staticmethod
+    def split_sizes(directory: str | Path) -> dict[str, int]:
+        """Tokens per split, from the manifest alone."""
+        manifest = read_manifest(Path(directory))
+        return {name: sum(e["tokens"] for e in split["shards"]) for name, split in manifest["splits"].items()}
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
@@ -90,6 +133,23 @@ class TokenDataset:
             raise DatasetError(
                 f"{self.directory}: split {self.split!r} has {len(self)} tokens, fewer than max_length + 1 = {max_length + 1}"
             )
+
+
+def verify_once(datasets: list[TokenDataset], record_path: Path) -> None:
+    """`TokenDataset.verify` for each dataset, remembering in `record_path` (a run directory's
+    file) what was verified, so a resumed run does not hash terabytes again."""
+    record: dict[str, Any] = {}
+    if record_path.is_file():
+        try:
+            loaded = read_json(record_path, "verification record")
+            record = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            record = {}  # unreadable: verify everything again
+    before = dict(record)
+    for dataset in datasets:
+        record = dataset.verify(record)
+    if record != before:
+        write_json_atomic(record_path, record)
 
 
 def _to_torch(inputs: np.ndarray, targets: np.ndarray, device: Any = None, pin: bool = False):

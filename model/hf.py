@@ -8,13 +8,16 @@ weights. Our embedding is padded to a multiple of 64 rows; the export trims it t
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.config import GPTConfig
+from model.capacity import check_capacity
+from model.config import EOT, TOKENIZER_FILE, GPTConfig
+from model.files import read_json
 from model.gpt import GPT
 from model.lora import LoRALinear, merge_lora
 from model.shard_format import write_atomic, write_bytes_atomic, write_json_atomic
@@ -28,30 +31,51 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the tensors or fields."""
 
 
-def config_from_hf(hf: dict) -> GPTConfig:
+def config_from_hf(hf: Any, source: str = "config.json") -> GPTConfig:
+    """Our GPTConfig from a transformers GPT-2 config.json; a missing or ill-typed field is named."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: not a JSON object")
     if hf.get("model_type", "gpt2") != "gpt2":
-        raise CheckpointError(f"config.json: model_type {hf.get('model_type')!r} is not gpt2")
+        raise CheckpointError(f"{source}: model_type {hf.get('model_type')!r} is not gpt2")
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"config.json: activation_function {hf['activation_function']!r} is not the tanh GELU")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-        raise CheckpointError(f"config.json: n_inner {hf['n_inner']} is not 4 * n_embd")
-    return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"], layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))
+        raise CheckpointError(f"{source}: activation_function {hf['activation_function']!r} is not the tanh GELU")
+    fields = {}
+    for ours, theirs in (("vocab_size", "vocab_size"), ("context_length", "n_positions"), ("n_layer", "n_layer"),
+                         ("n_head", "n_head"), ("n_embd", "n_embd")):
+        value = hf.get(theirs)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise CheckpointError(f"{source}: {theirs} is {value!r}, not a positive whole number")
+        fields[ours] = value
+    if hf.get("n_inner") not in (None, 4 * fields["n_embd"]):
+        raise CheckpointError(f"{source}: n_inner {hf['n_inner']} is not 4 * n_embd")
+    epsilon = hf.get("layer_norm_epsilon", 1e-5)
+    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not 0 < epsilon < 1:
+        raise CheckpointError(f"{source}: layer_norm_epsilon {epsilon!r} is not a small positive number")
+    try:
+        return GPTConfig(**fields, layer_norm_epsilon=epsilon)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {str(e).splitlines()[-1].strip()}") from None
 
 
 def load_hf_gpt2(directory: str | Path) -> GPT:
     """A GPT built from a transformers GPT-2 directory (config.json + model.safetensors)."""
     directory = Path(directory)
     try:
-        hf_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: no config.json") from None
+        hf_config = read_json(directory / "config.json", "transformers config")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{directory}: no model.safetensors (pytorch_model.bin is not read: it needs unpickling)")
-    model = GPT(config_from_hf(hf_config))
+    config = config_from_hf(hf_config, str(directory / "config.json"))
+    check_capacity(config, torch.device("cpu"), training=False, source=str(directory / "config.json"))
+    model = GPT(config)
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights}: not readable safetensors ({e})") from None
     state = {}
-    for key, tensor in load_file(str(weights)).items():
+    for key, tensor in tensors.items():
         key = key.removeprefix("transformer.")
         if key.endswith(BUFFERS) or key == "lm_head.weight":
             continue  # mask buffers; the head is tied to wte
@@ -59,7 +83,7 @@ def load_hf_gpt2(directory: str | Path) -> GPT:
             tensor = tensor.t()
         state[key if key.startswith("lm_head") else f"transformer.{key}"] = tensor
     wte = state.get("transformer.wte.weight")
-    if wte is not None and wte.shape[0] < model.config.padded_vocab_size:
+    if wte is not None and wte.dim() == 2 and wte.shape[0] < model.config.padded_vocab_size:
         pad = torch.zeros(model.config.padded_vocab_size - wte.shape[0], wte.shape[1], dtype=wte.dtype)
         state["transformer.wte.weight"] = torch.cat([wte, pad])
     load_state_strict(model, state, str(weights))
@@ -119,10 +143,10 @@ def export_hf_gpt2(model: GPT, directory: str | Path, tokenizer_json: str | Path
         "bos_token_id": None, "eos_token_id": None,
     }
     if tokenizer_json is not None:
-        write_bytes_atomic(directory / "tokenizer.json", [Path(tokenizer_json).read_bytes()])
-        eot = Tokenizer.from_file(str(tokenizer_json)).token_to_id("<|endoftext|>")
+        write_bytes_atomic(directory / TOKENIZER_FILE, [Path(tokenizer_json).read_bytes()])
+        eot = Tokenizer.from_file(str(tokenizer_json)).token_to_id(EOT)
         hf_config["bos_token_id"] = hf_config["eos_token_id"] = eot
-        special = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eot is not None else {}
+        special = {"eos_token": EOT, "bos_token": EOT} if eot is not None else {}
         write_json_atomic(directory / "tokenizer_config.json",
                           {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.context_length, **special})
     write_json_atomic(directory / "config.json", hf_config)

@@ -9,20 +9,30 @@ shards with token counts and sha256 digests; a directory without it is not a fin
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
-import os
 import struct
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model.files import (  # noqa: F401 (the atomic writers, re-exported for their many users)
+    UnsafePath,
+    fsync_dir,
+    inside,
+    read_json,
+    sha256_file,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SAFETENSORS_DTYPES = {"U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "I64": np.dtype("<i8")}
 NUMPY_TO_SAFETENSORS = {np.dtype("<u2"): "U16", np.dtype("<u4"): "U32", np.dtype("<i8"): "I64"}
+MAX_HEADER_BYTES = 100 << 20
 
 
 class DatasetError(ValueError):
@@ -35,57 +45,6 @@ def shard_name(split: str, index: int) -> str:
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` fills a temp file in the same directory; then fsync and rename, so readers
-    never see a half-written `path`, and a failure leaves neither it nor the temp file behind."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        full = " (is the disk full?)" if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
-        raise OSError(e.errno, f"{e.strerror} while writing {path}{full}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            for c in chunks:
-                f.write(c)
-
-    write_atomic(path, write)
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_bytes_atomic(path, [json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"])
 
 
 def write_shard(path: Path, tokens: np.ndarray, doc_starts: np.ndarray, metadata: dict[str, str]) -> None:
@@ -106,56 +65,138 @@ def write_shard(path: Path, tokens: np.ndarray, doc_starts: np.ndarray, metadata
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The safetensors header of `path` and the file offset where tensor data starts."""
+    """The safetensors header of `path` (every tensor entry checked: known dtype, a shape that
+    agrees with its byte range, ranges that neither overlap nor leave the file, and a data section
+    that ends where the file ends) and the file offset where tensor data starts."""
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise DatasetError(f"{path}: truncated (no safetensors header)")
             (n,) = struct.unpack("<Q", prefix)
-            if n > 100 << 20:
-                raise DatasetError(f"{path}: not a safetensors file (header length {n})")
+            if n > MAX_HEADER_BYTES or n > size - 8:
+                raise DatasetError(f"{path}: not a safetensors file (header length {n} in a file of {size} bytes)")
             raw = f.read(n)
     except FileNotFoundError:
         raise DatasetError(f"{path}: shard is missing") from None
-    if len(raw) < n:
-        raise DatasetError(f"{path}: truncated inside the safetensors header")
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: a directory, not a shard") from None
     try:
         header = json.loads(raw)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: corrupt safetensors header ({e})") from None
-    return header, 8 + n
+    if not isinstance(header, dict):
+        raise DatasetError(f"{path}: corrupt safetensors header (not a JSON object)")
+    start = 8 + n
+    ranges = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise DatasetError(f"{path}: __metadata__ must map names to strings")
+            continue
+        ranges.append((*_tensor_range(path, name, info), name))
+    ranges.sort()
+    for (_, end_a, a), (begin_b, _, b) in zip(ranges, ranges[1:]):
+        if begin_b < end_a:
+            raise DatasetError(f"{path}: tensors {a!r} and {b!r} overlap in the file")
+    data_end = max((end for _, end, _ in ranges), default=0)
+    if start + data_end > size:
+        raise DatasetError(f"{path}: truncated: {size} bytes, the header promises {start + data_end}")
+    if start + data_end < size:
+        raise DatasetError(f"{path}: {size - start - data_end} bytes after the last tensor (not a shard hataori wrote)")
+    return header, start
+
+
+def _tensor_range(path: Path, name: str, info: Any) -> tuple[int, int]:
+    """(begin, end) of one tensor's bytes, after checking its header entry."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise DatasetError(f"{path}: tensor {name!r}: header entry lacks dtype, shape or data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise DatasetError(f"{path}: tensor {name!r}: dtype {dtype!r} is not one hataori shards use ({', '.join(SAFETENSORS_DTYPES)})")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise DatasetError(f"{path}: tensor {name!r}: shape {shape!r} is not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise DatasetError(f"{path}: tensor {name!r}: data_offsets {offsets!r} are not [begin, end]")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if offsets[1] - offsets[0] != count * SAFETENSORS_DTYPES[dtype].itemsize:
+        raise DatasetError(f"{path}: tensor {name!r}: shape {shape} needs {count * SAFETENSORS_DTYPES[dtype].itemsize} "
+                           f"bytes, data_offsets give {offsets[1] - offsets[0]}")
+    return offsets[0], offsets[1]
 
 
 def open_tensor(path: Path, name: str, expect_dtype: np.dtype | None = None) -> np.ndarray:
-    """Memory-maps one 1-D tensor of a shard, checking dtype and that the file is complete."""
+    """Memory-maps one 1-D tensor of a shard, after `read_header` checked the whole file."""
     header, start = read_header(path)
-    if name not in header:
+    if name not in header or name == "__metadata__":
         raise DatasetError(f"{path}: no tensor named {name!r}")
     info = header[name]
-    dtype = SAFETENSORS_DTYPES.get(info["dtype"])
-    if dtype is None or (expect_dtype is not None and dtype != expect_dtype):
-        want = NUMPY_TO_SAFETENSORS.get(expect_dtype, "?") if expect_dtype is not None else "U16/U32/I64"
-        raise DatasetError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected {want}")
+    dtype = SAFETENSORS_DTYPES[info["dtype"]]
+    if expect_dtype is not None and dtype != expect_dtype:
+        raise DatasetError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected {NUMPY_TO_SAFETENSORS.get(expect_dtype, '?')}")
+    if len(info["shape"]) != 1:
+        raise DatasetError(f"{path}: tensor {name!r} has shape {info['shape']}, expected one dimension")
     begin, end = info["data_offsets"]
-    size = path.stat().st_size
-    if start + end > size:
-        raise DatasetError(f"{path}: truncated: {size} bytes, the header promises {start + end}")
     count = (end - begin) // dtype.itemsize
     if count == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=(count,))
 
 
+class _Shard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file: str
+    tokens: int = Field(ge=0)
+    documents: int = Field(0, ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _Split(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    shards: list[_Shard]
+
+
+class _TokenizerRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    vocab_size: int = Field(gt=0, le=1 << 32)
+    eot_id: int | None = None
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format_version: int
+    tokenizer: _TokenizerRef
+    dtype: Literal["uint16", "uint32"]
+    splits: dict[str, _Split]
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
+    """A dataset's manifest.json, checked field by field: every shard a plain file name inside the
+    directory, counts and digests of the right types, a known token dtype."""
+    directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
-        raise DatasetError(f"{directory}: no {MANIFEST} (not a finished dataset; build it with `hataori data build`)")
+        raise DatasetError(f"{directory}: no {MANIFEST} (not a finished dataset; build it with `hataori dataset build`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}") from None
-    version = manifest.get("format_version")
+        manifest = read_json(path, "dataset manifest")
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise DatasetError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        checked = _Manifest.model_validate(manifest)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DatasetError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    for split, info in checked.splits.items():
+        for shard in info.shards:
+            try:
+                inside(directory, shard.file, f"shard of split {split!r}")
+            except UnsafePath as e:
+                raise DatasetError(f"{path}: {e}") from None
     return manifest

@@ -10,9 +10,9 @@ deleted or corrupted file makes the artifact incomplete, so it is rebuilt.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,23 +21,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from model.shard_format import sha256_file, write_json_atomic
+from model.files import (
+    Locked,
+    exclusive,
+    inside,
+    read_json,
+    sha256_file,
+    write_json_atomic,
+)
+from model.version import hataori_version
 
+log = logging.getLogger("hataori")
 MANIFEST = "manifest.json"
 STORE_FORMAT = 1
+REBUILD = ".rebuild"  # suffix of a forced stage's build directory
 
 
-class StoreLocked(RuntimeError):
+class StoreLocked(Locked):
     """Another process holds the artifact store."""
 
 
 def code_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"hataori-{version('hataori')}/store-{STORE_FORMAT}"
-    except Exception:
-        return f"hataori-unknown/store-{STORE_FORMAT}"
+    return f"hataori-{hataori_version()}/store-{STORE_FORMAT}"
 
 
 def canonical(value: Any) -> str:
@@ -66,37 +71,39 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:16]
 
-    def problem(self, stage: str, key: str, verify: bool = True) -> str | None:
-        """Why the artifact is not usable, or None when it is complete (and, with `verify`, intact)."""
-        directory = self.path(stage, key)
+    def problem(self, stage: str, key: str, verify: bool = True, directory: Path | None = None) -> str | None:
+        """Why the artifact is not usable, or None when it is complete (and, with `verify`, intact).
+        A manifest is trusted for nothing: every file it lists must be a plain name inside the
+        artifact, with the size and (with `verify`) the sha256 it records."""
+        directory = directory or self.path(stage, key)
         manifest_path = directory / MANIFEST
         if not manifest_path.is_file():
             return "missing" if not directory.exists() else "incomplete (no manifest: interrupted or never finished)"
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return "corrupt manifest"
-        if manifest.get("key") != key:
-            return "manifest belongs to another key"
-        for f in manifest["files"]:
-            p = directory / f["path"]
+            manifest = read_json(manifest_path, "artifact manifest")
+            if manifest.get("key") != key:
+                return "manifest belongs to another key"
+            entries = [(inside(directory, f["path"]), f["path"], int(f["bytes"]), str(f["sha256"])) for f in manifest["files"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"corrupt manifest ({e})"
+        for p, name, size, digest in entries:
             if not p.is_file():
-                return f"{f['path']} is missing"
-            if p.stat().st_size != f["bytes"]:
-                return f"{f['path']} has {p.stat().st_size} bytes, expected {f['bytes']}"
-            if verify and self._sha256(p) != f["sha256"]:
-                return f"{f['path']} is corrupted (sha256 mismatch)"
+                return f"{name} is missing"
+            if p.stat().st_size != size:
+                return f"{name} has {p.stat().st_size} bytes, expected {size}"
+            if verify and self._sha256(p) != digest:
+                return f"{name} is corrupted (sha256 mismatch)"
         return None
 
     def lookup(self, stage: str, key: str, verify: bool = True) -> dict[str, Any] | None:
         if self.problem(stage, key, verify) is not None:
             return None
-        return json.loads((self.path(stage, key) / MANIFEST).read_text(encoding="utf-8"))
+        return read_json(self.path(stage, key) / MANIFEST, "artifact manifest")
 
     def finalize(self, stage: str, key: str, config: dict[str, Any], upstream: list[dict[str, Any]],
-                 stats: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stats: dict[str, Any] | None = None, directory: Path | None = None) -> dict[str, Any]:
         """Lists every file of the artifact with its digest and writes the manifest, last."""
-        directory = self.path(stage, key)
+        directory = directory or self.path(stage, key)
         files = []
         for p in sorted(q for q in directory.rglob("*") if q.is_file() and q.name != MANIFEST and ".tmp" not in q.name):
             files.append({"path": p.relative_to(directory).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)})
@@ -113,34 +120,26 @@ class ArtifactStore:
         write_json_atomic(directory / MANIFEST, manifest)
         return manifest
 
-    def invalidate(self, stage: str, key: str) -> None:
-        """Marks the artifact for rebuilding (its manifest goes; files stay for resumable stages)."""
-        (self.path(stage, key) / MANIFEST).unlink(missing_ok=True)
+    def rebuild_path(self, stage: str, key: str) -> Path:
+        """Where a forced stage builds, beside its artifact, which stays whole (and usable) until
+        the new one is finished; a forced build that was killed resumes there."""
+        return self.root / stage / f"{key[:16]}{REBUILD}"
 
-    def remove(self, stage: str, key: str) -> None:
-        shutil.rmtree(self.path(stage, key), ignore_errors=True)
+    def promote(self, stage: str, key: str) -> None:
+        """The finished rebuild replaces the artifact: the old one is renamed away, then deleted."""
+        final, new = self.path(stage, key), self.rebuild_path(stage, key)
+        retired = final.with_name(f"{final.name}.retired-{os.getpid()}")
+        if final.exists():
+            os.replace(final, retired)
+        os.replace(new, final)
+        shutil.rmtree(retired, ignore_errors=True)
 
     @contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
         """Exclusive use of the store: a second run waits (up to `timeout` seconds) instead of
         writing the same artifacts at the same time."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        holder = path.read_text().strip() or "another process"
-                        raise StoreLocked(f"{self.root}: in use by {holder}; wait for it to finish or use another artifacts directory") from None
-                    time.sleep(0.2)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}".encode())
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            with exclusive(self.root, "the artifact store", on_wait=lambda m: log.warning(m), timeout=timeout):
+                yield
+        except Locked as e:
+            raise StoreLocked(str(e)) from None

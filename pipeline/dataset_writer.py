@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.config import EOT, TOKENIZER_FILE
+from model.files import UnsafePath, inside, remove_stale_temps
+from model.version import hataori_version
 from model.shard_format import (
     FORMAT_VERSION,
     MANIFEST,
@@ -35,9 +39,8 @@ from model.shard_format import (
 
 PROGRESS = "progress.json"
 OUR_SHARD = re.compile(r"\.?(train|val)-\d{5}\.safetensors(\.tmp-\d+)?")
-TOKENIZER_COPY = "tokenizer.json"
+TOKENIZER_COPY = TOKENIZER_FILE
 SPLITS = ("train", "val")
-EOT = "<|endoftext|>"
 
 
 class DatasetConfig(BaseModel):
@@ -51,15 +54,6 @@ class DatasetConfig(BaseModel):
     doc_split: Literal["file", "blank_line", "line"] = Field("file", description="How text files are cut into documents.")
     text_field: str = Field("text", description="The text field of JSON Lines records.")
     batch_bytes: int = Field(8 << 20, gt=0, description="Text per parallel encode_batch call.")
-
-
-def code_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("hataori")
-    except Exception:
-        return "unknown"
 
 
 def is_validation(index: int, seed: int, fraction: float) -> bool:
@@ -179,13 +173,18 @@ class _SplitBuffer:
         return entry
 
 
-def _verified_prefix(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _verified_prefix(out_dir: Path, entries: Any) -> list[dict[str, Any]]:
+    """The journaled shards, in order, up to the first that is not intact (a malformed journal
+    keeps nothing: everything is encoded again)."""
     kept = []
-    for e in entries:
-        path = out_dir / e["file"]
-        if not path.is_file() or path.stat().st_size != e["bytes"] or sha256_file(path) != e["sha256"]:
-            break
-        kept.append(e)
+    try:
+        for e in entries:
+            path = inside(out_dir, e["file"], "journaled shard")
+            if not path.is_file() or path.stat().st_size != e["bytes"] or sha256_file(path) != e["sha256"]:
+                break
+            kept.append(e)
+    except (UnsafePath, KeyError, TypeError):
+        return []
     return kept
 
 
@@ -208,7 +207,7 @@ def make_manifest(key: str, tokenizer_digest: str, vocab_size: int, eot: int, dt
             for s, entries in shards_by_split.items()
         },
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": code_version(),
+        "code_version": hataori_version(),
     }
 
 
@@ -227,102 +226,136 @@ def build_dataset(
     `source_key` identifies the inputs (e.g. `inputs_fingerprint`); a rerun with the same inputs,
     tokenizer and config resumes from the shards already written.
     """
-    from tokenizer_rs import Tokenizer
+    writer = _Writer(Path(tokenizer_path), out_dir, config, source_key)
+    finished = writer.finished_dataset(overwrite)
+    if finished is not None:
+        return finished
+    writer.resume()
+    seen = writer.encode(documents, progress)
+    return writer.finish(seen)
 
-    tokenizer_path = Path(tokenizer_path)
-    tokenizer_digest = sha256_file(tokenizer_path)
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    eot = tok.token_to_id(EOT)
-    if eot is None:
-        raise DatasetError(f"{tokenizer_path}: the tokenizer has no {EOT} token to separate documents")
-    dtype = token_dtype(tok.vocab_size)
-    key_material = json.dumps([FORMAT_VERSION, tokenizer_digest, config.model_dump(exclude={"batch_bytes"}), source_key], sort_keys=True)
-    key = hashlib.sha256(key_material.encode()).hexdigest()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / MANIFEST).exists():
+class _Writer:
+    """One dataset build: the tokenizer, the journal of finished shards, one buffer per split."""
+
+    def __init__(self, tokenizer_path: Path, out_dir: Path, config: DatasetConfig, source_key: str):
+        from tokenizer_rs import Tokenizer
+
+        self.tokenizer_path, self.out_dir, self.config = tokenizer_path, out_dir, config
+        self.tokenizer_digest = sha256_file(tokenizer_path)
+        self.tok = Tokenizer.from_file(str(tokenizer_path))
+        self.eot = self.tok.token_to_id(EOT)
+        if self.eot is None:
+            raise DatasetError(f"{tokenizer_path}: the tokenizer has no {EOT} token to separate documents")
+        self.dtype = token_dtype(self.tok.vocab_size)
+        material = json.dumps([FORMAT_VERSION, self.tokenizer_digest, config.model_dump(exclude={"batch_bytes"}), source_key], sort_keys=True)
+        self.key = hashlib.sha256(material.encode()).hexdigest()
+        self.progress_path = out_dir / PROGRESS
+        self.journal: dict[str, Any] = {"key": self.key, "shards": {s: [] for s in SPLITS}}
+
+    def finished_dataset(self, overwrite: bool) -> dict[str, Any] | None:
+        """The manifest of the same dataset, already built and whole; else None (after clearing a
+        manifest that may be replaced: our own damaged dataset, or any with `overwrite`)."""
+        out_dir = self.out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)
+        if not (out_dir / MANIFEST).exists():
+            return None
         old = read_manifest(out_dir)
         complete = all(
             (out_dir / e["file"]).is_file() and (out_dir / e["file"]).stat().st_size == e["bytes"]
             for split in old.get("splits", {}).values()
             for e in split.get("shards", [])
         )
-        if old.get("key") == key and complete:
+        if old.get("key") == self.key and complete:
             return old
-        if old.get("key") == key:
-            overwrite = True  # our own dataset, damaged: rebuild it
-        if not overwrite:
+        if old.get("key") != self.key and not overwrite:
             raise DatasetError(f"{out_dir}: holds a dataset built from other inputs or settings (pass overwrite=True / --overwrite to replace it)")
-        (out_dir / MANIFEST).unlink()
+        (out_dir / MANIFEST).unlink()  # our own dataset, damaged, or one the caller replaces
+        return None
 
-    # Resume: keep journaled shards whose digests still match; everything else of ours goes.
-    journal: dict[str, Any] = {"key": key, "shards": {s: [] for s in SPLITS}}
-    progress_path = out_dir / PROGRESS
-    if progress_path.exists():
-        try:
-            previous = json.loads(progress_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = {}
-        if previous.get("key") == key:
-            journal["shards"] = {s: _verified_prefix(out_dir, previous["shards"].get(s, [])) for s in SPLITS}
-    keep = {e["file"] for s in SPLITS for e in journal["shards"][s]}
-    for f in out_dir.iterdir():
-        # Only our own shard names and their temp files: never anything else a user keeps here.
-        if OUR_SHARD.fullmatch(f.name) and f.name not in keep:
-            f.unlink()
-    resumed = {s: (journal["shards"][s][-1]["docs_done"] if journal["shards"][s] else 0) for s in SPLITS}
-    buffers = {s: _SplitBuffer(s, dtype, len(journal["shards"][s]), resumed[s]) for s in SPLITS}
-    shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_COPY)
-    metadata = {"format_version": str(FORMAT_VERSION), "tokenizer_sha256": tokenizer_digest, "dataset_key": key}
+    def resume(self) -> None:
+        """Keeps the journaled shards whose digests still match; every other shard of ours goes."""
+        if self.progress_path.exists():
+            try:
+                previous = json.loads(self.progress_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                previous = {}
+            if isinstance(previous, dict) and previous.get("key") == self.key and isinstance(previous.get("shards"), dict):
+                self.journal["shards"] = {s: _verified_prefix(self.out_dir, previous["shards"].get(s, [])) for s in SPLITS}
+        keep = {e["file"] for s in SPLITS for e in self.journal["shards"][s]}
+        for f in self.out_dir.iterdir():
+            # Only our own shard names and their temp files: never anything else a user keeps here.
+            if OUR_SHARD.fullmatch(f.name) and f.name not in keep:
+                f.unlink()
+        shards = self.journal["shards"]
+        self.resumed = {s: (shards[s][-1]["docs_done"] if shards[s] else 0) for s in SPLITS}
+        self.buffers = {s: _SplitBuffer(s, self.dtype, len(shards[s]), self.resumed[s]) for s in SPLITS}
+        shutil.copyfile(self.tokenizer_path, self.out_dir / TOKENIZER_COPY)
+        self.metadata = {"format_version": str(FORMAT_VERSION), "tokenizer_sha256": self.tokenizer_digest, "dataset_key": self.key}
 
-    def commit(entry: dict[str, Any] | None, split: str) -> None:
+    def commit(self, entry: dict[str, Any] | None, split: str) -> None:
+        """Journals a finished shard, so a killed build resumes after it."""
         if entry is not None:
-            journal["shards"][split].append(entry)
-            write_json_atomic(progress_path, journal)
+            self.journal["shards"][split].append(entry)
+            write_json_atomic(self.progress_path, self.journal)
 
-    seen = {s: 0 for s in SPLITS}
-    batch: list[str] = []
-    batch_splits: list[str] = []
-    batch_bytes = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def encode(self, documents: Iterable[str], progress: bool) -> dict[str, int]:
+        """Encodes the documents not yet in a verified shard, in parallel batches of about
+        batch_bytes; returns how many documents each split saw."""
+        seen = {s: 0 for s in SPLITS}
+        batch: list[str] = []
+        batch_splits: list[str] = []
+        batch_bytes = 0
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(desc="encode", unit="doc", dynamic_ncols=True, mininterval=0.5)
+            bar = tqdm(desc="encode", unit="doc", dynamic_ncols=True, mininterval=0.5)
+        for index, doc in enumerate(documents):
+            split = "val" if is_validation(index, self.config.split_seed, self.config.val_fraction) else "train"
+            seen[split] += 1
+            if seen[split] <= self.resumed[split]:
+                continue  # already in a verified shard
+            batch.append(doc)
+            batch_splits.append(split)
+            batch_bytes += len(doc)
+            if batch_bytes >= self.config.batch_bytes:
+                self._encode_batch(batch, batch_splits, bar)
+                batch, batch_splits, batch_bytes = [], [], 0
+        self._encode_batch(batch, batch_splits, bar)
+        for split in SPLITS:
+            self.commit(self.buffers[split].flush(self.out_dir, self.metadata), split)
+        if bar is not None:
+            bar.close()
+        return seen
 
-    def encode_batch() -> None:
-        nonlocal batch, batch_splits, batch_bytes
+    def _encode_batch(self, batch: list[str], splits: list[str], bar) -> None:
         if not batch:
             return
-        flat, lengths = tok.encode_batch_flat(batch, separator=eot, dtype="uint16" if dtype.itemsize == 2 else "uint32")
-        ids = np.frombuffer(flat, dtype=dtype)
+        flat, lengths = self.tok.encode_batch_flat(batch, separator=self.eot, dtype="uint16" if self.dtype.itemsize == 2 else "uint32")
+        ids = np.frombuffer(flat, dtype=self.dtype)
         offset = 0
-        for split, n in zip(batch_splits, lengths):
-            buffers[split].add(ids[offset : offset + n])
+        for split, n in zip(splits, lengths):
+            self.buffers[split].add(ids[offset : offset + n])
             offset += n
-            if buffers[split].tokens >= config.shard_tokens:
-                commit(buffers[split].flush(out_dir, metadata), split)
+            if self.buffers[split].tokens >= self.config.shard_tokens:
+                self.commit(self.buffers[split].flush(self.out_dir, self.metadata), split)
         if bar is not None:
             bar.update(len(batch))
-        batch, batch_splits, batch_bytes = [], [], 0
 
-    for index, doc in enumerate(documents):
-        split = "val" if is_validation(index, config.split_seed, config.val_fraction) else "train"
-        seen[split] += 1
-        if seen[split] <= resumed[split]:
-            continue  # already in a verified shard
-        batch.append(doc)
-        batch_splits.append(split)
-        batch_bytes += len(doc)
-        if batch_bytes >= config.batch_bytes:
-            encode_batch()
-    encode_batch()
-    for split in SPLITS:
-        commit(buffers[split].flush(out_dir, metadata), split)
-    if bar is not None:
-        bar.close()
-
-    manifest = make_manifest(key, tokenizer_digest, tok.vocab_size, eot, dtype, config.model_dump(), journal["shards"])
-    write_json_atomic(out_dir / MANIFEST, manifest)
-    progress_path.unlink(missing_ok=True)
-    return manifest
+    def finish(self, seen: dict[str, int]) -> dict[str, Any]:
+        """Refuses an empty training split, warns of an empty validation split, writes the manifest last."""
+        shards, out_dir, config = self.journal["shards"], self.out_dir, self.config
+        if not shards["train"]:
+            raise DatasetError(f"{out_dir}: no training documents: the inputs hold no text"
+                               + (" (every document went to validation: lower --val-fraction)" if seen["val"] else ""))
+        if config.val_fraction > 0 and not shards["val"]:
+            warnings.warn(f"{out_dir}: the validation split is empty ({seen['train']} document(s), val_fraction "
+                          f"{config.val_fraction}): training will report no validation loss. Cut files into more documents "
+                          "(--doc-split blank_line or line) or raise --val-fraction", stacklevel=3)
+        manifest = make_manifest(self.key, self.tokenizer_digest, self.tok.vocab_size, self.eot, self.dtype,
+                                 config.model_dump(), shards)
+        write_json_atomic(out_dir / MANIFEST, manifest)
+        self.progress_path.unlink(missing_ok=True)
+        return manifest

@@ -1,9 +1,12 @@
-"""llm.c / nanoGPT `.bin` token files, in and out, so FineWeb-style shards can be brought along.
+"""`.bin` token files of llm.c and nanoGPT, in and out, so FineWeb-style shards can be brought along.
 
-An llm.c file is a header of 256 little-endian int32 (magic, version, token count, zeros) followed
-by the tokens: uint16 for GPT-2-sized vocabularies (magic 20240520, version 1), uint32 for larger
-ones (magic 20240801, version 7, as llm.c writes LLaMA-3 tokens). llm.c puts `<|endoftext|>`
-before every document, so document starts are the positions of that token.
+Two formats, never guessed:
+- `llmc`: llm.c's files, a header of 256 little-endian int32 (magic, version, token count, zeros)
+  followed by the tokens: uint16 for GPT-2-sized vocabularies (magic 20240520, version 1), uint32
+  for larger ones (magic 20240801, version 7, as llm.c writes LLaMA-3 tokens). llm.c puts
+  `<|endoftext|>` before every document, so document starts are the positions of that token.
+- `nanogpt`: nanoGPT's train.bin / val.bin, raw little-endian uint16 tokens with no header (so only
+  vocabularies of at most 65,536 tokens).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from model.config import EOT
 from model.shard_format import (
     DatasetError,
     open_tensor,
@@ -27,9 +31,11 @@ from model.shard_format import (
     write_json_atomic,
     write_shard,
 )
-from pipeline.dataset_writer import EOT, MANIFEST, TOKENIZER_COPY, make_manifest
+from model.config import EOT
+from pipeline.dataset_writer import MANIFEST, TOKENIZER_COPY, make_manifest
 
 HEADER_INTS = 256
+BIN_FORMATS = ("llmc", "nanogpt")
 FORMATS = {  # (magic, version) -> token dtype
     (20240520, 1): np.dtype("<u2"),
     (20240801, 7): np.dtype("<u4"),
@@ -52,6 +58,24 @@ def read_bin(path: Path) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(count,))
 
 
+def read_raw_uint16(path: Path) -> np.ndarray:
+    """The tokens of a nanoGPT .bin file: headerless little-endian uint16."""
+    size = path.stat().st_size
+    if size % 2:
+        raise DatasetError(f"{path}: {size} bytes, not a whole number of uint16 tokens (not a nanoGPT .bin file)")
+    with open(path, "rb") as f:
+        first = int.from_bytes(f.read(4), "little") if size >= HEADER_INTS * 4 else None
+    if first in {magic for magic, _ in FORMATS}:
+        raise DatasetError(f"{path}: starts with an llm.c header: import it with --format llmc")
+    return np.memmap(path, dtype="<u2", mode="r") if size else np.zeros(0, dtype="<u2")
+
+
+def read_tokens(path: Path, fmt: str) -> np.ndarray:
+    if fmt not in BIN_FORMATS:
+        raise DatasetError(f"unknown .bin format {fmt!r} (use {' or '.join(BIN_FORMATS)})")
+    return read_bin(path) if fmt == "llmc" else read_raw_uint16(path)
+
+
 def write_bin(path: Path, tokens: np.ndarray) -> None:
     dtype = np.dtype(tokens.dtype).newbyteorder("<")
     magic, version = next(k for k, v in FORMATS.items() if v == dtype)
@@ -65,17 +89,24 @@ def split_of(path: Path) -> str:
     return "val" if re.search(r"(^|[_\-.])val([_\-.]|$)", path.stem) else "train"
 
 
-def import_bins(files: list[Path], tokenizer_json: Path, out_dir: Path) -> dict[str, Any]:
-    """One shard per .bin file (split from the file name); checks every id against the tokenizer."""
+def import_bins(files: list[Path], tokenizer_json: Path, out_dir: Path, fmt: str = "llmc",
+                overwrite: bool = False) -> dict[str, Any]:
+    """One shard per .bin file (split from the file name); checks every id against the tokenizer.
+    A directory that already holds a dataset is replaced only with `overwrite`."""
     from tokenizer_rs import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
     eot = tok.token_to_id(EOT)
     dtype = token_dtype(tok.vocab_size)
+    if (out_dir / MANIFEST).exists() and not overwrite:
+        raise DatasetError(f"{out_dir}: already holds a dataset (pass --overwrite to replace it)")
+    if fmt == "nanogpt" and tok.vocab_size > 1 << 16:
+        raise DatasetError(f"{tokenizer_json}: {tok.vocab_size} tokens do not fit nanoGPT's uint16 .bin files")
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
     shards: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     for path in sorted(files, key=lambda p: (split_of(p), p.name)):
-        tokens = read_bin(path)
+        tokens = read_tokens(path, fmt)
         if len(tokens) and int(tokens.max()) >= tok.vocab_size:
             bad = int(np.argmax(tokens >= tok.vocab_size))
             raise DatasetError(f"{path}: token id {int(tokens[bad])} at position {bad} is outside the tokenizer's "
@@ -99,10 +130,15 @@ def import_bins(files: list[Path], tokenizer_json: Path, out_dir: Path) -> dict[
     return manifest
 
 
-def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori") -> list[Path]:
-    """Every shard as `{prefix}_{split}_{index:06d}.bin` in llm.c's format."""
+def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori", fmt: str = "llmc") -> list[Path]:
+    """llmc: every shard as `{prefix}_{split}_{index:06d}.bin`. nanogpt: one `{split}.bin` per split,
+    the shards concatenated, as nanoGPT's train.py reads them."""
     manifest = read_manifest(dataset_dir)
     dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
+    if fmt not in BIN_FORMATS:
+        raise DatasetError(f"unknown .bin format {fmt!r} (use {' or '.join(BIN_FORMATS)})")
+    if fmt == "nanogpt":
+        return _export_nanogpt(dataset_dir, out_dir, manifest, dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for split, info in manifest["splits"].items():
@@ -111,4 +147,20 @@ def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori") -> li
             path = out_dir / f"{prefix}_{split}_{index:06d}.bin"
             write_bin(path, tokens)
             written.append(path)
+    return written
+
+
+def _export_nanogpt(dataset_dir: Path, out_dir: Path, manifest: dict[str, Any], dtype: np.dtype) -> list[Path]:
+    if dtype != np.dtype("<u2"):
+        raise DatasetError(f"{dataset_dir}: tokens are {dtype.name}; nanoGPT's .bin files hold uint16 only")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, info in manifest["splits"].items():
+        if not info["shards"]:
+            continue
+        chunks = [memoryview(np.ascontiguousarray(open_tensor(dataset_dir / e["file"], "tokens", dtype))).cast("B")
+                  for e in info["shards"]]
+        path = out_dir / f"{split}.bin"
+        write_bytes_atomic(path, chunks)
+        written.append(path)
     return written

@@ -1,4 +1,4 @@
-"""Shared fixtures for the tokenizer test suite.
+"""Shared fixtures for the test suite.
 
 Reference implementations (Hugging Face ``tokenizers``, ``tiktoken``) are built here so every
 test compares ``tokenizer_rs`` against an independent implementation, never against outputs

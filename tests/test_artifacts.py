@@ -47,7 +47,7 @@ def test_incomplete_deleted_and_corrupted_artifacts_are_not_used(tmp_path):
     assert store.problem("corpus", m["key"], verify=False) is None  # size-only check cannot see it
     (d / "out.txt").unlink()
     assert store.problem("corpus", m["key"]) == "out.txt is missing"
-    store.invalidate("corpus", m["key"])
+    (d / "manifest.json").unlink()
     assert "incomplete" in store.problem("corpus", m["key"])
     assert store.problem("corpus", "f" * 64) == "missing"
 

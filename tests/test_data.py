@@ -161,7 +161,7 @@ def test_guards_name_the_file(tokenizer_file, tmp_path):
 
 
 def gpt_dataset_v1(token_ids: list[int], max_length: int, stride: int) -> list[tuple[list[int], list[int]]]:
-    """The seeds' GPTDatasetV1 windows, written from its definition."""
+    """GPTDatasetV1's windows (Raschka's book, chapter 2), written from its definition."""
     return [(token_ids[i : i + max_length], token_ids[i + 1 : i + max_length + 1]) for i in range(0, len(token_ids) - max_length, stride)]
 
 
