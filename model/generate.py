@@ -33,8 +33,11 @@ def generate(model: GPT, prompt: list[int], max_new_tokens: int, *, temperature:
              stop_id: int | None = None, use_cache: bool = True) -> Iterator[int]:
     """Yields new token ids one at a time (so callers can stream), stopping at `stop_id`.
 
-    The same seed gives the same tokens. With the cache, each step feeds only the new token; when the
-    context window is full, the window slides and the cache is rebuilt from the last tokens.
+    The same seed gives the same tokens. With the cache (preallocated for the context window, so a
+    step writes its keys in place rather than copying the past), each step feeds only the new token;
+    when the context window is full, the window slides and the cache is refilled from the last
+    tokens. Only the last position's logits are computed. Greedy decoding picks the token on the
+    model's device, so only the chosen id crosses to the host.
     """
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
@@ -43,20 +46,25 @@ def generate(model: GPT, prompt: list[int], max_new_tokens: int, *, temperature:
     generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
     ctx = model.config.context_length
     tokens = list(prompt)
-    cache = None
+    cache = model.new_kv_cache() if use_cache else None
     for _ in range(max_new_tokens):
-        if use_cache and cache is not None and len(tokens) <= ctx:
-            logits, _, cache = model(torch.tensor([tokens[-1:]], device=device), past=cache, use_cache=True)
+        if cache is not None and cache[0].length > 0:
+            logits, _, _ = model(torch.tensor([tokens[-1:]], device=device), past=cache, use_cache=True, last_only=True)
         else:
             window = torch.tensor([tokens[-ctx:]], device=device)
-            if use_cache:
-                logits, _, cache = model(window, use_cache=True)
+            if cache is not None:
+                logits, _, _ = model(window, past=cache, use_cache=True, last_only=True)
             else:
-                logits, _ = model(window)
-        nxt = sample_next(logits[0, -1].cpu(), temperature, top_k, top_p, generator)
+                logits, _ = model(window, last_only=True)
+        last = logits[0, -1]
+        if temperature <= 0:
+            nxt = int(torch.argmax(last))
+        else:
+            nxt = sample_next(last.cpu(), temperature, top_k, top_p, generator)
         if stop_id is not None and nxt == stop_id:
             return
         tokens.append(nxt)
-        if use_cache and cache is not None and len(tokens) > ctx:
-            cache = None  # the window slides: rebuild from the last ctx tokens next step
+        if cache is not None and len(tokens) > ctx:
+            for layer in cache:  # the window slides: refill the buffers from the last ctx tokens next step
+                layer.length = 0
         yield nxt
