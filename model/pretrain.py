@@ -7,20 +7,32 @@ optimization, evaluation, metrics, checkpoints and exact resume, shared with fin
 
 from __future__ import annotations
 
-import contextlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from model.config import GPTConfig
-from model.dataset import RandomWindowLoader, TokenDataset
+from model import run_dir
+from model.capacity import check_capacity
+from model.config import EOT, GPTConfig
+from model.dataset import RandomWindowLoader, TokenDataset, verify_once
 from model.generate import generate
 from model.gpt import GPT
-from model.loop import Distributed, LoopConfig, TrainingTask, fit, make_optimizer, peak_flops  # noqa: F401 (re-exported)
+from model.loop import (  # noqa: F401 (re-exported)
+    Distributed,
+    LoopConfig,
+    TrainingTask,
+    fit,
+    make_optimizer,
+    peak_flops,
+)
+from model.progress import OnStep
 from model.settings import TrainConfig  # noqa: F401 (re-exported)
 from tokenizer_rs import Tokenizer
+
+VERIFIED = "verified.json"  # what this run directory has checked of its dataset
 
 
 @torch.no_grad()
@@ -40,6 +52,8 @@ def evaluate(model, loader: RandomWindowLoader, batches: int, autocast) -> float
 class PretrainTask(TrainingTask):
     """Random windows of the train split, next-token loss; validation loss and a sampled continuation."""
 
+    name = "pretrain"
+
     def __init__(self, cfg: TrainConfig, dist: Distributed):
         self.cfg = cfg
         dataset = TokenDataset(cfg.data, "train")
@@ -48,6 +62,15 @@ class PretrainTask(TrainingTask):
         if context > model_cfg.context_length:
             raise ValueError(f"context_length {context} is longer than the model's position table ({model_cfg.context_length})")
         dataset.check_model(model_cfg.vocab_size, max_length=context)
+        val = self._validation_split(cfg, context)
+        if val is not None:
+            val.check_model(model_cfg.vocab_size, dataset.tokenizer_sha256)
+        self.tokenizer_json = dataset.tokenizer_file()
+        if dist.main:  # digests and token ids, once per run directory (a resume does not hash again)
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            verify_once([d for d in (dataset, val) if d is not None], cfg.out / VERIFIED)
+        dist.barrier()
+        check_capacity(model_cfg, dist.device, training=True)
         self.tokens_per_micro = cfg.batch_size * context * dist.world
         self.accum = max(1, round((cfg.tokens_per_step or self.tokens_per_micro) / self.tokens_per_micro))
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -56,13 +79,21 @@ class PretrainTask(TrainingTask):
         self.loader = RandomWindowLoader(dataset, cfg.batch_size, context, seed=cfg.seed, rank=dist.rank,
                                          world_size=dist.world, device=dist.device, prefetch=cfg.prefetch)
         self.batches = iter(self.loader)
-        self.val_loader = None
-        with contextlib.suppress(Exception):
-            val = TokenDataset(cfg.data, "val")
-            if len(val) > context:
-                self.val_loader = RandomWindowLoader(val, cfg.batch_size, context, seed=cfg.seed + 1,
-                                                     rank=dist.rank, world_size=dist.world)
-        self.tokenizer_json = cfg.data / "tokenizer.json"
+        self.val_loader = None if val is None else RandomWindowLoader(val, cfg.batch_size, context, seed=cfg.seed + 1,
+                                                                      rank=dist.rank, world_size=dist.world)
+
+    @staticmethod
+    def _validation_split(cfg: TrainConfig, context: int) -> TokenDataset | None:
+        """The val split, or None (with a warning) when the dataset has none or too little: a damaged
+        val shard is an error, never a silent run without evaluation."""
+        splits = TokenDataset.split_sizes(cfg.data)
+        tokens = splits.get("val", 0)
+        if tokens <= context:
+            warnings.warn(f"{cfg.data}: the validation split has {tokens} tokens, not more than the context of {context}: "
+                          "training runs without validation loss (rebuild the dataset with a larger --val-fraction, "
+                          "or --doc-split blank_line/line for a corpus of few files)", stacklevel=2)
+            return None
+        return TokenDataset(cfg.data, "val")
 
     def next_batch(self):
         return next(self.batches)
@@ -95,18 +126,20 @@ class PretrainTask(TrainingTask):
         return self.model.flops_per_token(self.context)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Trains (or resumes) the run in `cfg.out`; returns a summary. Safe to call under torchrun."""
+def train(cfg: TrainConfig, on_step: OnStep | None = None) -> dict[str, Any]:
+    """Trains (or resumes) the run in `cfg.out`; returns a summary. Safe to call under torchrun.
+    `on_step(done, total, metrics)` follows the steps (rank 0)."""
     dist = Distributed(cfg.device)
     try:
-        return fit(cfg, PretrainTask(cfg, dist), dist)
+        with run_dir.owned(cfg.out, dist.main):
+            return fit(cfg, PretrainTask(cfg, dist), dist, on_step)
     finally:
         dist.close()
 
 
 def sample_text(model, tokenizer_json: Path, tokens: int, seed: int) -> str:
     tok = Tokenizer.from_file(str(tokenizer_json))
-    eot = tok.token_to_id("<|endoftext|>")
+    eot = tok.token_to_id(EOT)
     ids = list(generate(model, [eot if eot is not None else 0], tokens, temperature=0.8, top_k=50, seed=seed, stop_id=eot))
     model.train()
     return tok.decode(ids)

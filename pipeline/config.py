@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from model.config import EOT
 from model.settings import ClassifyConfig, InstructConfig, TrainConfig
 from pipeline.dataset_writer import DatasetConfig
+from tokenizer_rs import validate_pretokenizer
 
 
 class ConfigError(ValueError):
@@ -54,12 +56,20 @@ class TokenizerStageConfig(BaseModel):
 
     vocab_size: int = Field(8000, gt=0)
     model: Literal["bpe", "char", "word"] = "bpe"
-    preset: str | None = Field(None, description="BPE pre-tokenizer (gpt2, cl100k, o200k, ja, ja-digits1, ja-isolated or a regex).")
+    preset: str | None = Field(None, description="BPE pre-tokenizer (gpt2, cl100k, o200k, ja, ja-digits1, ja-isolated or regex:<pattern>).")
     normalizer: Literal["nfc", "nfkc"] | None = None
     min_frequency: int = Field(0, ge=0)
-    special_tokens: list[str] = ["<|endoftext|>"]
+    special_tokens: list[str] = Field([EOT], description="Special tokens (they get the first ids).")
     max_token_length: int | None = Field(None, gt=0)
     file: Path | None = Field(None, description="Use this tokenizer.json instead of training one.")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str | None) -> str | None:
+        """A misspelt preset or a bad regex fails when the config loads, not after the corpus stage."""
+        if preset is not None:
+            validate_pretokenizer(preset)
+        return preset
 
 
 PretrainStageConfig = create_model(
@@ -98,6 +108,22 @@ ClassifyStageConfig = _finetune_stage("ClassifyStageConfig", "classify", Classif
 FinetuneStageConfig = Annotated[InstructStageConfig | ClassifyStageConfig, Field(discriminator="task")]  # type: ignore[valid-type]
 
 
+class EvalStageConfig(BaseModel):
+    """[eval]: every model the run makes (pretrained, fine-tuned) scored on lm-eval task files and on
+    the bits per byte of the dataset's validation documents; compared with the previous run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task YAMLs (output_type multiple_choice).")
+    bpb: bool = Field(True, description="Bits per byte (and per character) of the validation documents.")
+    bpb_max_bytes: int = Field(2_000_000, gt=0, description="Score at most this much validation text (whole documents).")
+    limit: int | None = Field(None, gt=0, description="Score only the first N documents of each task.")
+    num_fewshot: int | None = Field(None, ge=0, description="Examples before each document (default: each task file's).")
+    batch_size: int = Field(16, gt=0, description="Continuations per forward pass.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N (bf16 autocast on CUDA).")
+    history: int = Field(30, gt=0, description="Runs of this config name kept for comparison.")
+
+
 def finetune_config(stage: BaseModel, **supplied: Any) -> InstructConfig | ClassifyConfig:
     """The fine-tuning config of a pipeline stage, with the paths the pipeline supplies."""
     cls = InstructConfig if stage.task == "instruct" else ClassifyConfig
@@ -115,6 +141,7 @@ class PipelineConfig(BaseModel):
     dataset: DatasetConfig = DatasetConfig()
     pretrain: PretrainStageConfig = PretrainStageConfig()  # type: ignore[valid-type]
     finetune: FinetuneStageConfig | None = None
+    eval: EvalStageConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +152,16 @@ class PipelineConfig(BaseModel):
             old = data.pop("shards")
             data["dataset"] = {**data["dataset"], **old} if isinstance(data.get("dataset"), dict) and isinstance(old, dict) else old
         return data
+
+    @field_validator("pretrain")
+    @classmethod
+    def _pretrain_settings(cls, value):
+        """TrainConfig's own checks (preset, model fields) on the stage's settings, before any stage runs."""
+        try:
+            TrainConfig(data=Path("."), out=Path("."), **value.model_dump(exclude={"nproc"}))
+        except ValidationError as e:
+            raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        return value
 
     @field_validator("finetune")
     @classmethod
@@ -145,22 +182,33 @@ def _toml_value(raw: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """`section.key=value` (value in TOML syntax, or a bare string); list items by index (a.0.b)."""
+    """`section.key=value` (value in TOML syntax, or a bare string); list items by index (a.0.b).
+    A path that does not fit the data (an index past a list's end, a key below a plain value) is
+    a ConfigError naming the --set option."""
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         path, raw = item.split("=", 1)
-        *parents, leaf = path.strip().split(".")
+        keys = [k.strip() for k in path.strip().split(".")]
+        if not all(keys):
+            raise ConfigError(f"--set {item!r}: empty name in {path.strip()!r}")
         node: Any = data
-        for p in parents:
+        for depth, key in enumerate(keys):
+            where = ".".join(keys[:depth]) or "the config"
+            last = depth == len(keys) - 1
             if isinstance(node, list):
-                node = node[int(p)]
+                if not key.isdigit() or int(key) >= len(node):
+                    raise ConfigError(f"--set {item!r}: {where} is a list of {len(node)} item(s); "
+                                      f"{key!r} is not an index of it (0 to {len(node) - 1})")
+                key = int(key)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {where} is a single value ({node!r}), not a section with keys")
+            if last:
+                node[key] = _toml_value(raw.strip())
             else:
-                node = node.setdefault(p, {})
-        if isinstance(node, list):
-            node[int(leaf)] = _toml_value(raw.strip())
-        else:
-            node[leaf] = _toml_value(raw.strip())
+                if isinstance(node, dict) and key not in node:
+                    node[key] = {}
+                node = node[key]
     return data
 
 
@@ -187,9 +235,11 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
 def load_config(path: str | Path, sets: list[str] = ()) -> PipelineConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {e.start}); save the config as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -204,5 +254,5 @@ def load_config(path: str | Path, sets: list[str] = ()) -> PipelineConfig:
             loc = tuple(str(x) for x in err["loc"])
             line = next((where[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in where), None)
             place = f" ({path.name} line {line})" if line else f" ({path.name})"
-            problems.append(f"{'.'.join(loc) or '(top level)'}: {err['msg']}{place}")
+            problems.append(f"{'.'.join(loc) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}{place}")
         raise ConfigError("\n".join(problems)) from None

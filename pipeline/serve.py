@@ -155,6 +155,8 @@ class LocalServer:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         env["PREFECT_HOME"] = str(self.home)
+        # The UI the server serves calls the API on the port it was given, not Prefect's default 4200.
+        env["PREFECT_UI_API_URL"] = self.api_url
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(self.port)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -313,10 +315,12 @@ def serve(config: Path, sets: list[str], *, cron: str | None = None, interval: f
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             runner = Runner(name=f"hataori-serve-{deployment}", pause_on_shutdown=True, limit=RUN_LIMIT)
             runner.add_flow(pipeline_flow, name=deployment, schedules=[schedule], parameters=parameters,
-                            description=command, entrypoint_type=EntrypointType.MODULE_PATH)
+                            description=command, entrypoint_type=EntrypointType.MODULE_PATH, tags=["hataori", cfg.name])
             echo(f"serving {FLOW_NAME}/{deployment} {describe(cron, interval, timezone)}: {command}")
             if ui_url:
-                echo(f"UI: {ui_url}/deployments   (run it now: prefect deployment run '{FLOW_NAME}/{deployment}')")
+                echo(f"UI: {ui_url}/deployments")
+            # A command that works pasted into any other shell: it names the server it talks to.
+            echo(f"run it now: PREFECT_API_URL={api_url} prefect deployment run '{FLOW_NAME}/{deployment}'")
             echo("stop with Ctrl-C or SIGTERM")
             run_until_stopped(runner, server)
     finally:
@@ -373,11 +377,11 @@ def deploy(config: Path, sets: list[str], *, pool: str, cron: str | None = None,
     deployment = name or cfg.name
     runner_deployment = pipeline_flow.to_deployment(
         name=deployment, work_pool_name=pool, schedules=[schedule] if schedule else None,
-        parameters=flow_parameters(config, sets), description=command_line(config, sets),
+        parameters=flow_parameters(config, sets), description=command_line(config, sets), tags=["hataori", cfg.name],
         job_variables={"working_dir": str(workdir)}, entrypoint_type=EntrypointType.MODULE_PATH)
     deployment_id = runner_deployment.apply()
     when = describe(cron, interval, timezone) if schedule else "on demand"
     echo(f"deployed {FLOW_NAME}/{deployment} to work pool {pool!r} ({when}) on {api_url}; runs in {workdir}")
     echo(f"start a worker: prefect worker start --pool {pool}")
-    echo(f"run it now:     prefect deployment run '{FLOW_NAME}/{deployment}'")
+    echo(f"run it now:     PREFECT_API_URL={api_url} prefect deployment run '{FLOW_NAME}/{deployment}'")
     return str(deployment_id)

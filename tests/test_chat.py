@@ -249,3 +249,45 @@ def test_chat_on_a_terminal(chat_run):
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_the_session(tmp_path, tok_path):
+    """On a terminal, Ctrl-C (SIGINT) during a reply stops it and returns to the prompt; the
+    session goes on. A random `small` model rarely says <|endoftext|>, so its reply runs long."""
+    torch.manual_seed(0)
+    export_hf_gpt2(GPT(GPTConfig.preset("small", vocab_size=400)), tmp_path / "random", tok_path)
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "chat", "--checkpoint", str(tmp_path / "random"),
+                             "--max-new-tokens", "250", "--seed", "1"], stdin=slave, stdout=slave, stderr=slave,
+                            env=child_env(), close_fds=True, start_new_session=True)
+    os.close(slave)
+    buffer = bytearray()
+    try:
+        read_until(master, b"> ", buffer)
+        os.write(master, b"Tell me a long story.\n")
+        read_until(master, b"Tell me a long story.\r\n", buffer)
+        ready, _, _ = select.select([master], [], [], 120)  # the reply has begun
+        assert ready
+        proc.send_signal(2)  # SIGINT, as Ctrl-C on the terminal
+        after = read_until(master, b"> ", buffer)
+        assert b"(stopped)" in after and proc.poll() is None
+        os.write(master, b"/quit\n")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--top-p", "1.5", "top_p: Input should be less than or equal to 1"),
+    ("--temperature", "-1", "temperature: Input should be greater than or equal to 0"),
+    ("--top-k", "0", "top_k: Input should be greater than 0"),
+    ("--max-new-tokens", "500", "--max-new-tokens 500: above the model's 128-token window"),
+])
+def test_out_of_range_sampling_is_refused(chat_run, option, value, message):
+    r = subprocess.run(hataori_chat(chat_run)[:-2] + [option, value], input="hello\n", capture_output=True, text=True,
+                       env=child_env())
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -148,3 +148,28 @@ def test_train_aozora_ja_char_and_word(data_dir: Path, tmp_path: Path):
         assert not any(m in tok for tok in saved["model"]["vocab"] for m in ("《", "［＃", "｜"))
         r = hataori("tokenizer", "stats", "--tokenizer", str(out), str(raw))
         assert r.returncode == 0 and model in r.stdout
+
+
+def test_encode_shows_each_tokens_text(tmp_path):
+    """`--tokens`: a Japanese user sees which characters each id stands for; bytes of a character
+    split across tokens are escaped, and the pieces join back into the text."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tokenizer_rs import Tokenizer
+
+    text = "吾輩は猫である。\n吾輩は猫である。\tcat"
+    tok = Tokenizer.train(iter([text] * 20), 300, show_progress=False)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    r = CliRunner().invoke(app, ["tokenizer", "encode", "-t", str(tmp_path / "tokenizer.json"), "--tokens", text])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    ids = tok.encode(text)
+    assert [int(line.split()[0]) for line in lines] == ids
+    assert any(line.endswith("'猫'") or "猫" in line for line in lines) and any(line.endswith("'\\n'") for line in lines)
+    r = CliRunner().invoke(app, ["tokenizer", "encode", "-t", str(tmp_path / "tokenizer.json"), "--tokens", "--json", text])
+    rows = _json.loads(r.output)
+    assert [row["id"] for row in rows] == ids
+    assert b"".join(bytes.fromhex(row["bytes"]) for row in rows).decode() == text

@@ -56,7 +56,7 @@ def test_errors_name_field_and_line(tmp_path):
     message = str(e.value)
     assert "corpus.sources.0.doc_split: Input should be 'file', 'blank_line' or 'line' (demo.toml line 8)" in message
     assert "pretrain.max_stesp: Extra inputs are not permitted (demo.toml line 20)" in message
-    with pytest.raises(ConfigError, match=r"corpus\.sources\.1: Value error, give exactly one of url or hf_dataset \(demo\.toml line 10\)"):
+    with pytest.raises(ConfigError, match=r"corpus\.sources\.1: give exactly one of url or hf_dataset \(demo\.toml line 10\)"):
         load_config(write(tmp_path, TOML.replace('url = "../shared', 'hf_dataset = "x"\nurl = "../shared')))
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(write(tmp_path, "name = \n"))

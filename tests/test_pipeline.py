@@ -129,7 +129,7 @@ def test_pipeline_caches_and_rebuilds_exactly_what_changed(project):
     assert damaged["dataset"] == "built" and damaged["corpus"] == "cached"
 
     report = (PATHS["report"] / "report.md").read_text(encoding="utf-8")
-    assert "## pretrain" in report and "val_loss" in report and "## Sample" in report
+    assert "## pretrain" in report and "| val loss |" in report and "## Sample" in report
     assert "## Fine-tuned model" in report and "Name an animal." in report and "reference: The" in report
     scores = json.loads((PATHS["finetune"] / "run" / "eval" / "scores.json").read_text())
     assert scores["n"] == 2 and 0 <= scores["rouge_l"] <= 1

@@ -175,6 +175,31 @@ print(json.dumps(out))
 # ------------------------------------------------------------------------------- real servers
 
 
+def artifacts(api: str, key: str) -> list[dict]:
+    import httpx
+
+    r = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def assert_training_is_visible(api: str, flow_run_id: str) -> None:
+    """What a user sees of the run in the UI: training progress lines in its log, a progress
+    artifact at 100%, a table of the metrics, and the report under keys that name the config."""
+    import httpx
+
+    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}, timeout=10).json()
+    messages = [entry["message"] for entry in logs]
+    assert any(m.startswith("pretrain step 2/2 (100%) | loss ") for m in messages), messages
+    assert any(m.startswith("pretrain eval at step 2: val_loss ") for m in messages), messages
+    progress = artifacts(api, "hataori-serve-test-pretrain-progress")
+    assert progress and progress[-1]["type"] == "progress" and float(progress[-1]["data"]) == 100.0
+    table = artifacts(api, "hataori-serve-test-pretrain-metrics")
+    assert table and table[-1]["type"] == "table" and '"step"' in str(table[-1]["data"])
+    report = artifacts(api, "hataori-serve-test-report")
+    assert report and report[-1]["type"] == "markdown" and "# hataori run report: serve-test" in report[-1]["data"]
+
+
 @pytest.mark.slow
 def test_serve_runs_the_flow_on_its_schedule_and_stops_its_server(project):
     """`hataori serve --interval 5` starts a Prefect server, the scheduler creates runs, the served
@@ -205,6 +230,10 @@ def test_serve_runs_the_flow_on_its_schedule_and_stops_its_server(project):
         deployment = httpx.get(f"{api}/deployments/name/hataori/every-5s", timeout=10).json()
         assert run["deployment_id"] == deployment["id"] and deployment["schedules"][0]["schedule"]["interval"] == 5.0
         assert f"UI: http://127.0.0.1:{port}/deployments" in output
+        # The UI of a server on another port than 4200 calls that port; "run it now" names the server.
+        assert httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()["api_url"] == api
+        assert f"run it now: PREFECT_API_URL={api} prefect deployment run 'hataori/every-5s'" in output
+        assert run["name"].startswith("serve-test ") and "serve-test" in run["tags"]
         assert (project / ".prefect" / f"server-{port}.log").is_file()
 
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -241,12 +270,19 @@ def test_a_shared_server_records_hataori_run_and_a_work_pool_worker_runs_a_deplo
     server.start(timeout=180)
     try:
         env = environment(project, PREFECT_API_URL=server.api_url)
-        r = hataori(project, "run", str(project / "pipe.toml"), "--no-progress", env=env, timeout=RUN_TIMEOUT_S)
+        r = hataori(project, "run", str(project / "pipe.toml"), "--no-progress", "--force", "pretrain", env=env,
+                    timeout=RUN_TIMEOUT_S)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs = [run for run in httpx.post(f"{server.api_url}/flow_runs/filter", json={}, timeout=10).json()
                 if run["deployment_id"] is None]  # (the served runs of the test above share this database)
         assert [run["state_type"] for run in runs] == ["COMPLETED"]
         assert f"View at {server.ui_url}/runs/flow-run/{runs[0]['id']}" in r.stdout + r.stderr
+        assert runs[0]["name"].startswith("serve-test 20") and set(runs[0]["tags"]) >= {"hataori", "serve-test"}
+        assert_training_is_visible(server.api_url, runs[0]["id"])
+        reports = artifacts(server.api_url, "hataori-serve-test-report")
+        cached = hataori(project, "run", str(project / "pipe.toml"), "--no-progress", env=env, timeout=RUN_TIMEOUT_S)
+        assert cached.returncode == 0 and "built" not in cached.stdout, cached.stdout
+        assert len(artifacts(server.api_url, "hataori-serve-test-report")) == len(reports)  # nothing new to publish
 
         r = hataori(project, "deploy", str(project / "pipe.toml"), "--pool", "test-pool", "--name", "via-pool",
                     "--workdir", str(project), env=env)

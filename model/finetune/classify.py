@@ -11,15 +11,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import run_dir
 from model.classifier import GPTClassifier, collate, encode_texts, predict
 from model.finetune.common import load_base, split_records, steps_for, warn_truncated
 from model.finetune.metrics import classification_scores
 from model.finetune.records import EpochSampler, FinetuneDataError, field, read_records
 from model.loop import Distributed, TrainingTask, fit
 from model.lora import apply_lora
+from model.progress import OnStep
 from model.settings import ClassifyConfig  # noqa: F401 (re-exported)
 from model.shard_format import write_json_atomic
-
 
 Example = tuple[str, str, str]  # text, label, where (file and record number)
 
@@ -60,6 +61,8 @@ def freeze_for_finetuning(model: GPTClassifier, trainable_blocks: int | str) -> 
 
 
 class ClassifyTask(TrainingTask):
+    name = "classify"
+
     def __init__(self, cfg: ClassifyConfig, dist: Distributed):
         self.cfg, self.dist = cfg, dist
         torch.manual_seed(cfg.seed)
@@ -149,17 +152,18 @@ def score_splits(task: ClassifyTask, out: Path) -> dict[str, Any]:
     return results
 
 
-def finetune_classify(cfg: ClassifyConfig) -> dict[str, Any]:
+def finetune_classify(cfg: ClassifyConfig, on_step: OnStep | None = None) -> dict[str, Any]:
     """Fine-tunes `cfg.base` into a classifier in `cfg.out` (resuming if a checkpoint is there), then
     scores validation and test. Safe to call under torchrun; rank 0 writes."""
     dist = Distributed(cfg.device)
     try:
-        task = ClassifyTask(cfg, dist)
-        summary = fit(cfg.model_copy(update={"max_steps": task.max_steps}), task, dist)
-        summary["examples"] = {name: len(v) for name, v in task.splits.items()}
-        summary["labels"] = task.labels
-        if dist.main:
-            summary["scores"] = score_splits(task, cfg.out)
-        return summary
+        with run_dir.owned(cfg.out, dist.main):
+            task = ClassifyTask(cfg, dist)
+            summary = fit(cfg.model_copy(update={"max_steps": task.max_steps}), task, dist, on_step)
+            summary["examples"] = {name: len(v) for name, v in task.splits.items()}
+            summary["labels"] = task.labels
+            if dist.main:
+                summary["scores"] = score_splits(task, cfg.out)
+            return summary
     finally:
         dist.close()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from model.checkpoint import load_pretrained
+from model.config import EOT, TOKENIZER_FILE
 from model.finetune.records import FinetuneDataError, split_indices
 from model.hf import CheckpointError
 from model.lora import merge_lora
@@ -23,7 +24,7 @@ def load_base(cfg: FinetuneConfig, device: torch.device):
     """(model, tokenizer, tokenizer.json path) of the base checkpoint, checked against cfg.tokenizer."""
     model, directory = load_pretrained(cfg.base, device)
     merge_lora(model)  # adapters of an earlier fine-tune become part of the base
-    tokenizer_json = directory / "tokenizer.json"
+    tokenizer_json = directory / TOKENIZER_FILE
     if cfg.tokenizer is not None:
         if not Path(cfg.tokenizer).is_file():
             raise CheckpointError(f"{cfg.tokenizer}: no such tokenizer file")
@@ -39,7 +40,7 @@ def load_base(cfg: FinetuneConfig, device: torch.device):
 
 
 def end_of_text(tokenizer, tokenizer_json: Path) -> int:
-    eot = tokenizer.token_to_id("<|endoftext|>")
+    eot = tokenizer.token_to_id(EOT)
     if eot is None:
         raise CheckpointError(f"{tokenizer_json}: no <|endoftext|> token (fine-tuning pads with it and stops on it)")
     return eot

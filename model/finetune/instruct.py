@@ -15,12 +15,20 @@ from typing import Any, Callable
 
 import torch
 
-from model.finetune.common import end_of_text, load_base, split_records, steps_for, warn_truncated
+from model import run_dir
+from model.finetune.common import (
+    end_of_text,
+    load_base,
+    split_records,
+    steps_for,
+    warn_truncated,
+)
 from model.finetune.metrics import exact_match, rouge_l
 from model.finetune.records import EpochSampler, FinetuneDataError, field, read_records
 from model.generate import generate
-from model.lora import apply_lora
 from model.loop import Distributed, TrainingTask, fit
+from model.lora import apply_lora
+from model.progress import OnStep
 from model.settings import InstructConfig  # noqa: F401 (re-exported)
 from model.shard_format import write_bytes_atomic, write_json_atomic
 from model.templates import format_prompt
@@ -79,6 +87,8 @@ def collate(items: list[tuple[list[int], int]], eot: int, mask_prompt: bool) -> 
 
 
 class InstructTask(TrainingTask):
+    name = "instruct"
+
     def __init__(self, cfg: InstructConfig, dist: Distributed):
         self.cfg, self.dist = cfg, dist
         torch.manual_seed(cfg.seed)
@@ -168,16 +178,17 @@ def score_test_set(task: InstructTask, out: Path) -> dict[str, Any]:
     return scores
 
 
-def finetune_instruct(cfg: InstructConfig) -> dict[str, Any]:
+def finetune_instruct(cfg: InstructConfig, on_step: OnStep | None = None) -> dict[str, Any]:
     """Instruction-tunes `cfg.base` into `cfg.out` (resuming if a checkpoint is there), then scores
     the test split. Safe to call under torchrun; rank 0 writes."""
     dist = Distributed(cfg.device)
     try:
-        task = InstructTask(cfg, dist)
-        summary = fit(cfg.model_copy(update={"max_steps": task.max_steps}), task, dist)
-        summary["examples"] = {name: len(v) for name, v in task.splits.items()}
-        if dist.main:
-            summary["test"] = score_test_set(task, cfg.out)
-        return summary
+        with run_dir.owned(cfg.out, dist.main):
+            task = InstructTask(cfg, dist)
+            summary = fit(cfg.model_copy(update={"max_steps": task.max_steps}), task, dist, on_step)
+            summary["examples"] = {name: len(v) for name, v in task.splits.items()}
+            if dist.main:
+                summary["test"] = score_test_set(task, cfg.out)
+            return summary
     finally:
         dist.close()

@@ -8,6 +8,8 @@ import typer
 
 
 def fail(message: str) -> NoReturn:
+    """Ends the command: `error: MESSAGE` as one line on stderr (line breaks folded), exit status 2."""
+    message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -23,4 +25,5 @@ def validated_config(cls, fields: dict, sets: list[str]):
     except ConfigError as e:
         fail(str(e))
     except ValidationError as e:
-        fail("; ".join(f"{'.'.join(map(str, err['loc'])) or cls.__name__}: {err['msg']}" for err in e.errors()))
+        fail("; ".join(f"{'.'.join(map(str, err['loc'])) or cls.__name__}: {err['msg'].removeprefix('Value error, ')}"
+                       for err in e.errors()))

@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from model.settings import ClassifyConfig, InstructConfig
 from pipeline.cli.errors import fail, validated_config
+from pipeline.cli.options import setting
 
 app = typer.Typer(help="Fine-tune a pretrained model: instruction following or classification.", no_args_is_help=True)
 
@@ -26,31 +28,35 @@ def _run(function, cfg) -> dict | None:
 
     try:
         summary = function(cfg)
-    except (FinetuneDataError, CheckpointError, DatasetError, ValueError, RuntimeError) as e:
+    except (FinetuneDataError, CheckpointError, DatasetError, ValueError, RuntimeError, OSError, ArithmeticError) as e:
         fail(str(e))
     return summary if os.environ.get("RANK", "0") == "0" else None
 
 
 @app.command()
 def instruct(
-    base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
-    data: Path = typer.Option(..., help="JSON/JSONL records: instruction, optional input, output (or JCommonsenseQA)."),
-    out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
-    val_data: Optional[Path] = typer.Option(None, help="Validation records (default: val_fraction of --data)."),
-    test_data: Optional[Path] = typer.Option(None, help="Test records (default: test_fraction of --data)."),
-    epochs: float = typer.Option(2.0, help="Passes over the training split."),
-    batch_size: int = typer.Option(8),
-    lr: float = typer.Option(1e-4),
-    mask_prompt: bool = typer.Option(False, "--mask-prompt/--no-mask-prompt", help="Score only response tokens."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    base: Path = setting(InstructConfig, "base"),
+    data: Path = setting(InstructConfig, "data", help="JSON/JSONL records: instruction, optional input, output (or JCommonsenseQA)."),
+    out: Path = setting(InstructConfig, "out", help="Run directory; rerunning it resumes from the last checkpoint."),
+    val_data: Optional[Path] = setting(InstructConfig, "val_data"),
+    test_data: Optional[Path] = setting(InstructConfig, "test_data"),
+    epochs: float = setting(InstructConfig, "epochs"),
+    batch_size: int = setting(InstructConfig, "batch_size"),
+    lr: float = setting(InstructConfig, "lr"),
+    mask_prompt: bool = setting(InstructConfig, "mask_prompt", "--mask-prompt/--no-mask-prompt"),
+    device: str = setting(InstructConfig, "device"),
+    restart: bool = setting(InstructConfig, "restart", "--restart"),
     sets: list[str] = typer.Option([], "--set", help=SETS_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Instruction-tune a model; writes checkpoints, metrics and eval/test_responses.jsonl with scores."""
-    from model.finetune.instruct import InstructConfig, finetune_instruct
+    """Instruction-tune a model; writes checkpoints, metrics and eval/test_responses.jsonl with scores.
+
+    Example: hataori finetune instruct --base runs/books --data instruction-data.json --out runs/books-instruct --mask-prompt
+    """
+    from model.finetune.instruct import finetune_instruct
 
     cfg = validated_config(InstructConfig, dict(base=base, data=data, out=out, val_data=val_data, test_data=test_data, epochs=epochs, batch_size=batch_size,
-                                                lr=lr, mask_prompt=mask_prompt, device=device, progress=progress), sets)
+                                                lr=lr, mask_prompt=mask_prompt, device=device, progress=progress, restart=restart), sets)
     summary = _run(finetune_instruct, cfg)
     if summary is None:
         return
@@ -62,32 +68,36 @@ def instruct(
 
 @app.command()
 def classify(
-    base: Path = typer.Option(..., help="Pretrained model: run, checkpoint or transformers GPT-2 directory."),
-    data: Path = typer.Option(..., help="TSV/CSV/JSONL records with a text and a label."),
-    out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
-    val_data: Optional[Path] = typer.Option(None, help="Validation records (default: val_fraction of --data)."),
-    test_data: Optional[Path] = typer.Option(None, help="Test records (default: test_fraction of --data)."),
-    text_field: str = typer.Option("text"),
-    text_pair_field: Optional[str] = typer.Option(None, help="Second text of a pair (e.g. sentence2)."),
-    label_field: str = typer.Option("label"),
+    base: Path = setting(ClassifyConfig, "base"),
+    data: Path = setting(ClassifyConfig, "data", help="TSV/CSV/JSON/JSONL records with a text and a label."),
+    out: Path = setting(ClassifyConfig, "out", help="Run directory; rerunning it resumes from the last checkpoint."),
+    val_data: Optional[Path] = setting(ClassifyConfig, "val_data"),
+    test_data: Optional[Path] = setting(ClassifyConfig, "test_data"),
+    text_field: str = setting(ClassifyConfig, "text_field"),
+    text_pair_field: Optional[str] = setting(ClassifyConfig, "text_pair_field"),
+    label_field: str = setting(ClassifyConfig, "label_field"),
     columns: Optional[str] = typer.Option(None, help="Column names of a header-less TSV/CSV, comma-separated (e.g. label,text)."),
-    balance: bool = typer.Option(False, "--balance/--no-balance", help="Undersample classes to the rarest."),
-    trainable_blocks: str = typer.Option("1", help="Blocks that train, from the last, or 'all'."),
-    epochs: float = typer.Option(5.0),
-    batch_size: int = typer.Option(8),
-    lr: float = typer.Option(1e-4),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    balance: bool = setting(ClassifyConfig, "balance", "--balance/--no-balance"),
+    trainable_blocks: str = typer.Option("1", help="Blocks that train, from the last, or 'all' (default 1: the last block, final LayerNorm and head)."),
+    epochs: float = setting(ClassifyConfig, "epochs"),
+    batch_size: int = setting(ClassifyConfig, "batch_size"),
+    lr: float = setting(ClassifyConfig, "lr"),
+    device: str = setting(ClassifyConfig, "device"),
+    restart: bool = setting(ClassifyConfig, "restart", "--restart"),
     sets: list[str] = typer.Option([], "--set", help=SETS_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Fine-tune a classifier; prints accuracy, macro-F1 and the confusion matrix on validation and test."""
-    from model.finetune.classify import ClassifyConfig, finetune_classify
+    """Fine-tune a classifier; prints accuracy, macro-F1 and the confusion matrix on validation and test.
+
+    Example: hataori finetune classify --base runs/books --data SMSSpamCollection.tsv --columns label,text --balance --out runs/spam
+    """
+    from model.finetune.classify import finetune_classify
     from model.finetune.metrics import format_confusion
 
     fields = dict(base=base, data=data, out=out, val_data=val_data, test_data=test_data, text_field=text_field, text_pair_field=text_pair_field,
                   label_field=label_field, columns=columns.split(",") if columns else None, balance=balance,
                   trainable_blocks=trainable_blocks if trainable_blocks == "all" else _int(trainable_blocks, "--trainable-blocks"),
-                  epochs=epochs, batch_size=batch_size, lr=lr, device=device, progress=progress)
+                  epochs=epochs, batch_size=batch_size, lr=lr, device=device, progress=progress, restart=restart)
     cfg = validated_config(ClassifyConfig, fields, sets)
     summary = _run(finetune_classify, cfg)
     if summary is None:

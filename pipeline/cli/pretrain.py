@@ -2,40 +2,46 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from model.settings import TrainConfig
 from pipeline.cli.errors import fail, validated_config
+from pipeline.cli.options import setting
 
 
 def pretrain(
-    data: Path = typer.Option(..., help="Dataset directory (hataori data build)."),
-    out: Path = typer.Option(..., help="Run directory; rerunning it resumes from the last checkpoint."),
-    preset: str = typer.Option("tiny", help="Model preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, small, tiny."),
-    max_steps: int = typer.Option(1000, help="Optimizer steps."),
-    batch_size: int = typer.Option(8, help="Sequences per micro-batch per process."),
-    context_length: Optional[int] = typer.Option(None, help="Training context (default: the model's)."),
-    lr: float = typer.Option(6e-4, help="Peak learning rate."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    data: Path = setting(TrainConfig, "data"),
+    out: Path = setting(TrainConfig, "out", help="Run directory; rerunning it resumes from the last checkpoint."),
+    preset: str = setting(TrainConfig, "preset"),
+    max_steps: int = setting(TrainConfig, "max_steps"),
+    batch_size: int = setting(TrainConfig, "batch_size"),
+    context_length: Optional[int] = setting(TrainConfig, "context_length"),
+    lr: float = setting(TrainConfig, "lr"),
+    device: str = setting(TrainConfig, "device"),
+    restart: bool = setting(TrainConfig, "restart", "--restart"),
     sets: list[str] = typer.Option([], "--set", help="Any other setting: key=value, TOML values (e.g. tokens_per_step=524288, model.dropout=0.1)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Pretrain a GPT on a token dataset. For several GPUs or nodes: torchrun ... -m pipeline.cli pretrain ..."""
+    """Pretrain a GPT on a token dataset; rerunning the same command resumes from the last checkpoint.
+
+    Example: hataori pretrain --data data/books --out runs/books --preset small --max-steps 2000
+
+    For several GPUs or nodes: torchrun --nproc_per_node 8 -m pipeline.cli pretrain ...
+    """
     from model.hf import CheckpointError
+    from model.pretrain import train as run
     from model.shard_format import DatasetError
-    from model.pretrain import TrainConfig, train as run
 
     fields = dict(data=data, out=out, preset=preset, max_steps=max_steps, batch_size=batch_size,
-                  context_length=context_length, lr=lr, device=device, progress=progress)
+                  context_length=context_length, lr=lr, device=device, progress=progress, restart=restart)
     cfg = validated_config(TrainConfig, fields, sets)
     try:
         summary = run(cfg)
-    except (DatasetError, CheckpointError, ValueError, RuntimeError) as e:
+    except (DatasetError, CheckpointError, ValueError, RuntimeError, OSError, ArithmeticError) as e:
         fail(str(e))
-    import os
-
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per rank
         typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")

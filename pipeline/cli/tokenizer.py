@@ -141,7 +141,10 @@ def train(
     max_token_length: Optional[int] = typer.Option(None, help="Longest token, in characters."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Train a tokenizer on CORPUS and write OUT/tokenizer.json (loadable by HF tokenizers and transformers)."""
+    """Train a tokenizer on CORPUS and write OUT/tokenizer.json (loadable by HF tokenizers and transformers).
+
+    Example: hataori tokenizer train aozora/ --aozora --preset ja --normalizer nfkc --vocab-size 32000 --out tok/ja
+    """
     if preset is not None:
         try:
             validate_pretokenizer(preset)  # before announcing the run: a misspelt preset is the usual slip
@@ -181,15 +184,38 @@ def encode(
     text: Optional[str] = typer.Argument(None, help="Text to encode; '-' or nothing reads standard input."),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of space-separated ids."),
+    tokens: bool = typer.Option(False, "--tokens", help="One line per token: its id and the text it stands for "
+                                "(quoted; bytes that are part of a character shown as \\xNN)."),
 ) -> None:
-    """Print the token ids of TEXT."""
+    """Print the token ids of TEXT (with --tokens, each token's text too).
+
+    Example: hataori tokenizer encode --tokenizer runs/ja/tokenizer.json --tokens "吾輩は猫である。"
+    """
     tok = load(tokenizer)
     if text is None or text == "-":
         text = read_stdin()
     else:
         text = argument_text(text)
     ids = tok.encode(text)
+    if tokens:
+        raw = [tok.token_bytes(i) for i in ids]
+        if as_json:
+            typer.echo(json.dumps([{"id": i, "text": b.decode("utf-8", errors="backslashreplace"), "bytes": b.hex()}
+                                   for i, b in zip(ids, raw)], ensure_ascii=False))
+        else:
+            pieces = [token_text(b) for b in raw]
+            width = len(str(max(ids, default=0)))
+            for i, t in zip(ids, pieces):
+                typer.echo(f"{i:>{width}}  {t}")
+        return
     typer.echo(json.dumps(ids) if as_json else " ".join(map(str, ids)))
+
+
+def token_text(raw: bytes) -> str:
+    """A token's bytes for people: the characters it holds, quoted, with line breaks, tabs and the
+    bytes of a split multi-byte character escaped (\\n, \\t, \\xe3)."""
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return "'" + text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + "'"
 
 
 @app.command()
@@ -197,7 +223,10 @@ def decode(
     ids: Optional[list[str]] = typer.Argument(None, help="Token ids (space or comma separated); nothing reads standard input."),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
 ) -> None:
-    """Print the text that token IDS stand for."""
+    """Print the text that token IDS stand for.
+
+    Example: hataori tokenizer decode --tokenizer tok/ja 464 2068 7586
+    """
     tok = load(tokenizer)
     raw = " ".join(ids) if ids else read_stdin()
     values = []
@@ -219,7 +248,10 @@ def stats(
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or tokenizer.json."),
 ) -> None:
     """Characters/token, bytes/token, unknown tokens (char/word models) and partial-character tokens
-    (byte-level BPE's byte fallback) of a tokenizer on text files."""
+    (byte-level BPE's byte fallback) of a tokenizer on text files.
+
+    Example: hataori tokenizer stats --tokenizer tok/ja heldout.txt
+    """
     tok = load(tokenizer)
     partial = partial_char_ids(tok)
     typer.echo(f"tokenizer: {resolve_tokenizer(tokenizer)}  {tok.model}, vocab {tok.vocab_size}, pre-tokenizer {tok.pretokenizer}, normalizer {tok.normalizer or 'none'}")

@@ -7,10 +7,11 @@ the registry (`hataori status`, config checks) stays fast."""
 
 from __future__ import annotations
 
-from pipeline.stages import corpus, dataset, finetune, pretrain, report, tokenizer
+from pipeline.stages import corpus, dataset, eval, finetune, pretrain, report, tokenizer
 from pipeline.stages.base import BuildContext, Stage
 
-STAGES: tuple[Stage, ...] = (corpus.STAGE, tokenizer.STAGE, dataset.STAGE, pretrain.STAGE, finetune.STAGE, report.STAGE)
+STAGES: tuple[Stage, ...] = (corpus.STAGE, tokenizer.STAGE, dataset.STAGE, pretrain.STAGE, finetune.STAGE, eval.STAGE,
+                             report.STAGE)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 RENAMED = {"shards": "dataset"}  # old stage names still accepted by --force
 

@@ -22,6 +22,7 @@ class BuildContext:
     downloads: Path  # the store's download cache
     progress: bool
     log: Callable[[str], None]
+    on_step: Callable[[int, int, dict[str, Any]], None] | None = None  # training steps (done, total, metrics)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from model.config import EOT, TOKENIZER_FILE
 from pipeline.download import fetch
 from pipeline.stages.base import BuildContext, Stage
 
@@ -14,7 +15,7 @@ RUN = "run"
 
 
 def run(config: Any, tokenizer_json: Path, pretrain_run: Path, out_dir: Path, *, downloads: Path,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, on_step=None) -> dict[str, Any]:
     from pipeline.config import finetune_config
 
     files = {name: fetch(getattr(config, name), downloads, sha256=config.data_sha256 if name == "data" else None,
@@ -25,7 +26,7 @@ def run(config: Any, tokenizer_json: Path, pretrain_run: Path, out_dir: Path, *,
     if config.task == "instruct":
         from model.finetune.instruct import finetune_instruct
 
-        summary = finetune_instruct(cfg)
+        summary = finetune_instruct(cfg, on_step)
         stats = {"steps": summary["steps"], "final_loss": summary["final_loss"], "val_loss": summary.get("val_loss"),
                  "examples": summary["examples"], "test_exact_match": summary["test"]["exact_match"],
                  "test_rouge_l": summary["test"]["rouge_l"], "test_scored": summary["test"]["n"]}
@@ -34,7 +35,7 @@ def run(config: Any, tokenizer_json: Path, pretrain_run: Path, out_dir: Path, *,
         return stats
     from model.finetune.classify import finetune_classify
 
-    summary = finetune_classify(cfg)
+    summary = finetune_classify(cfg, on_step)
     test = summary["scores"]["test"]
     stats = {"steps": summary["steps"], "final_loss": summary["final_loss"], "examples": summary["examples"],
              "labels": summary["labels"], "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
@@ -51,9 +52,9 @@ def answer(run_dir: Path, instruction: str, cfg: Any) -> str:
     from tokenizer_rs import Tokenizer
 
     model, directory = load_pretrained(run_dir)
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
     example = {"instruction": instruction, "input": "", "output": ""}
-    return generate_responses(merge_lora(model).eval(), tokenizer, [example], cfg, tokenizer.token_to_id("<|endoftext|>"))[0]
+    return generate_responses(merge_lora(model).eval(), tokenizer, [example], cfg, tokenizer.token_to_id(EOT))[0]
 
 
 def classify(run_dir: Path, text: str) -> str:
@@ -62,7 +63,7 @@ def classify(run_dir: Path, text: str) -> str:
     from tokenizer_rs import Tokenizer
 
     model, directory = load_pretrained(run_dir)
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
     ids, _ = encode_texts(tokenizer, [text], model.config.context_length)
     probs = predict(model, ids)[0]
     best = int(probs.argmax())
@@ -74,7 +75,7 @@ def key_config(cfg) -> dict[str, Any]:
     from pipeline.config import SourceConfig
     from pipeline.stages.corpus import local_digest
 
-    data = cfg.finetune.model_dump(mode="json", exclude={"progress"})
+    data = cfg.finetune.model_dump(mode="json", exclude={"progress", "restart", "log_seconds"})
     for name in ("data", "val_data", "test_data"):
         if data[name]:
             data[f"{name}_content_sha256"] = local_digest(SourceConfig(url=data[name]))
@@ -86,7 +87,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     from pipeline.stages.tokenizer import TOKENIZER
 
     return run(ctx.config.finetune, ctx.paths["tokenizer"] / TOKENIZER, ctx.paths["pretrain"] / PRETRAIN_RUN, out,
-               downloads=ctx.downloads, progress=ctx.progress)
+               downloads=ctx.downloads, progress=ctx.progress, on_step=ctx.on_step)
 
 
 STAGE = Stage("finetune", ("tokenizer", "pretrain"), key_config, build,

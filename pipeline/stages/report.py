@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from model.config import EOT, TOKENIZER_FILE
 from pipeline.stages.base import BuildContext, Stage
 
 
@@ -20,8 +21,8 @@ def sample(run_dir: Path, prompt: str, tokens: int = 48, seed: int = 0) -> str:
     if ckpt is None:
         return "(no checkpoint)"
     model = load_model(ckpt).eval()
-    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
-    eot = tok.token_to_id("<|endoftext|>")
+    tok = Tokenizer.from_file(str(ckpt / TOKENIZER_FILE))
+    eot = tok.token_to_id(EOT)
     ids = tok.encode(prompt) if prompt else [eot]
     out = list(generate(model, ids, tokens, temperature=0.8, top_k=50, seed=seed, stop_id=eot))
     return tok.decode(out)
@@ -50,12 +51,37 @@ def finetune_section(stats: dict[str, Any], run_dir: Path) -> list[str]:
     return lines
 
 
-def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: Path, *, prompt: str) -> tuple[dict[str, Any], str]:
-    lines = ["# hataori run report", ""]
+def human(value: Any) -> str:
+    """A figure for people: thousands separators, 4 significant digits, lists and maps spelled out."""
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {human(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(human(v) for v in value)
+    return " ".join(str(value).split())
+
+
+def stats_table(stats: dict[str, Any]) -> list[str]:
+    """A stage's figures as a two-column markdown table."""
+    if not stats:
+        return []
+    rows = ["| figure | value |", "|---|---|"]
+    bar = "|"
+    rows += [f"| {k.replace('_', ' ')} | {human(v).replace(bar, '&#124;')} |" for k, v in stats.items()]
+    return rows + [""]
+
+
+def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: Path, *, prompt: str,
+        store_root: Path = Path("artifacts"), name: str = "run") -> tuple[dict[str, Any], str]:
+    lines = [f"# hataori run report: {name}", ""]
     for stage, m in manifests.items():
-        lines += [f"## {stage}", "", f"- artifact: `{paths[stage]}` (key `{m['key'][:16]}`, built {m['created_at']})"]
-        lines += [f"- {k}: {v}" for k, v in m.get("stats", {}).items()]
-        lines.append("")
+        lines += [f"## {stage}", "", f"Artifact `{paths[stage]}` (key `{m['key'][:16]}`, built {m['created_at']})", ""]
+        lines += stats_table(m.get("stats", {}))
     run_dir = paths["pretrain"] / "run"
     if (run_dir / "loss.png").exists():
         shutil.copyfile(run_dir / "loss.png", out_dir / "loss.png")
@@ -67,6 +93,10 @@ def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: P
         if (paths["finetune"] / "run" / "loss.png").exists():
             shutil.copyfile(paths["finetune"] / "run" / "loss.png", out_dir / "finetune-loss.png")
             lines += ["Fine-tuning loss:", "", "![fine-tuning loss](finetune-loss.png)", ""]
+    if "eval" in paths:
+        from pipeline.stages.eval import report_section
+
+        lines += report_section(manifests["eval"], paths["eval"], store_root, name)
     markdown = "\n".join(lines)
     (out_dir / "report.md").write_text(markdown, encoding="utf-8")
     return {"report": str(out_dir / "report.md"), "sample": text}, markdown
@@ -74,8 +104,10 @@ def run(manifests: dict[str, dict[str, Any]], paths: dict[str, Path], out_dir: P
 
 def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     upstream = [s for s in STAGE.upstream if s in ctx.paths]
-    stats, _ = run({s: ctx.manifests[s] for s in upstream}, {s: ctx.paths[s] for s in upstream}, out, prompt="")
+    stats, _ = run({s: ctx.manifests[s] for s in upstream}, {s: ctx.paths[s] for s in upstream}, out, prompt="",
+                   store_root=ctx.config.artifacts, name=ctx.config.name)
     return stats
 
 
-STAGE = Stage("report", ("corpus", "tokenizer", "dataset", "pretrain", "finetune"), lambda cfg: {"name": cfg.name}, build)
+STAGE = Stage("report", ("corpus", "tokenizer", "dataset", "pretrain", "finetune", "eval"), lambda cfg: {"name": cfg.name},
+              build)

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model.config import TOKENIZER_FILE
 from model.shard_format import sha256_file
 from pipeline.config import TokenizerStageConfig
 from pipeline.stages import corpus
 from pipeline.stages.base import Stage
 
-TOKENIZER = "tokenizer.json"
+TOKENIZER = TOKENIZER_FILE
 
 
 def run(config: TokenizerStageConfig, corpus_dir: Path, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
