@@ -1,5 +1,6 @@
 """Sharded datasets: build throughput against raw encode_batch, loader tokens/s against a
-nanoGPT-style get_batch, and memory on GBs of shards. Everything side by side in one run.
+nanoGPT-style get_batch, memory on GBs of shards, and what verifying a 1 GB dataset costs a run.
+Everything side by side in one run.
 
     .venv/bin/python bench/data_bench.py [--quick] [--gb 2]
 """
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 
-from model.dataset import RandomWindowLoader, TokenDataset  # noqa: E402
+from model.dataset import RandomWindowLoader, TokenDataset, verify_once  # noqa: E402
+from model.files import sha256_file  # noqa: E402
 from model.shard_format import FORMAT_VERSION, shard_name, write_json_atomic, write_shard  # noqa: E402
 from pipeline.dataset_writer import DatasetConfig, build_dataset  # noqa: E402
 from tokenizer_rs import Tokenizer  # noqa: E402
@@ -70,11 +72,11 @@ def synthetic_dataset(directory: Path, total_tokens: int, shard_tokens: int = 10
         tokens = rng.integers(0, 50257, size=n, dtype=np.uint16)
         path = directory / shard_name("train", index)
         write_shard(path, tokens, np.zeros(1, np.int64), {"format_version": str(FORMAT_VERSION)})
-        entries.append({"file": path.name, "tokens": n, "documents": 1, "bytes": path.stat().st_size, "sha256": "-"})
+        entries.append({"file": path.name, "tokens": n, "documents": 1, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
         left, index = left - n, index + 1
     write_json_atomic(directory / "manifest.json", {
         "format_version": FORMAT_VERSION, "dtype": "uint16",
-        "tokenizer": {"sha256": "-", "vocab_size": 50257, "eot_id": 50256},
+        "tokenizer": {"sha256": "0" * 64, "vocab_size": 50257, "eot_id": 50256},
         "splits": {"train": {"tokens": total_tokens, "documents": len(entries), "shards": entries}},
     })
 
@@ -139,6 +141,43 @@ def bench_loader(tmp: Path, quick: bool, gb: float) -> None:
                        title=f"Memory stays flat: anonymous memory does not grow with the data read (RssFile at start {file0:.0f} MB)")
 
 
+def bench_verify(tmp: Path, quick: bool, gb: float) -> None:
+    """What checking a dataset costs a run: digests and the max-id scan once per run directory,
+    then (a resumed run) only a stat per shard. The page cache is dropped where allowed, so the
+    first pass reads from disk as a fresh run would."""
+    total = int((0.2 if quick else gb) * 1e9 / 2)
+    directory = tmp / "verify"
+    synthetic_dataset(directory, total, shard_tokens=50_000_000)
+    record = tmp / "run" / "verified.json"
+    record.parent.mkdir()
+    dropped = _drop_page_cache()
+    t0 = time.perf_counter()
+    opened = TokenDataset(directory)
+    t1 = time.perf_counter()
+    verify_once([opened], record)
+    t2 = time.perf_counter()
+    verify_once([TokenDataset(directory)], record)
+    t3 = time.perf_counter()
+    size = sum(p.stat().st_size for p in directory.glob("*.safetensors")) / 1e9
+    common.print_table(
+        ["dataset", "open + header checks s", "first run: sha256 + max id s", "GB/s", "resumed run s"],
+        [[f"{size:.2f} GB, {len(opened.shards)} shards", t1 - t0, t2 - t1, size / (t2 - t1), t3 - t2]],
+        title="Verifying a dataset once per run directory (resumes only stat the shards)",
+        notes=[f"page cache {'dropped before the first pass' if dropped else 'not dropped (no permission): the first pass may read from memory'}"],
+    )
+
+
+def _drop_page_cache() -> bool:
+    try:
+        import os
+
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -149,6 +188,8 @@ def main() -> int:
         bench_build(Path(tmp), args.quick)
     with tempfile.TemporaryDirectory(prefix="hataori-data-bench-") as tmp:
         bench_loader(Path(tmp), args.quick, args.gb)
+    with tempfile.TemporaryDirectory(prefix="hataori-data-bench-") as tmp:
+        bench_verify(Path(tmp), args.quick, 1.0 if args.gb >= 1 else args.gb)
     return 0
 
 

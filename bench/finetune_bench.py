@@ -222,7 +222,7 @@ def jnli_overlap(cfg: ClassifyConfig) -> str:
             "model learned; test accuracy is the figure to read.")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny model, few steps (about 3 minutes)")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="English pretraining steps (default 600, quick 60)")
@@ -234,8 +234,11 @@ def main() -> int:
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-random-weights control")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ap.add_argument("--keep", type=Path, default=None, help="empty work directory to keep (default: a temp dir, deleted)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The QUICK or FULL settings with the command line's overrides."""
     s = copy.deepcopy(QUICK if args.quick else FULL)
     for key, value in (("pretrain", args.pretrain_steps), ("ja_pretrain", args.ja_pretrain_steps)):
         if value:
@@ -244,17 +247,152 @@ def main() -> int:
         s["sms"]["epochs"] = args.sms_epochs
     if args.jnli_epochs:
         s["jnli"]["epochs"] = args.jnli_epochs
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    gpu = args.device != "cpu"
+    return s
 
+
+def data_files() -> dict[str, Any]:
     data = common.data_dir()
-    en_files = common.gutenberg_paths() + [data / "tinyshakespeare.txt"]
-    sms = data / "SMSSpamCollection.tsv"
-    jnli_train, jnli_test = data / "jglue" / "jnli-v1.3-valid.json", data / "jglue" / "jnli-v1.3-test.json"
-    for f in (sms, jnli_train, jnli_test, common.aozora_path(), *en_files):
+    files = {"en": common.gutenberg_paths() + [data / "tinyshakespeare.txt"], "sms": data / "SMSSpamCollection.tsv",
+             "jnli_train": data / "jglue" / "jnli-v1.3-valid.json", "jnli_test": data / "jglue" / "jnli-v1.3-test.json"}
+    for f in (files["sms"], files["jnli_train"], files["jnli_test"], common.aozora_path(), *files["en"]):
         if not f.is_file():
             raise SystemExit(f"{f}: missing (see {data / 'SOURCES.md'})")
+    return files
 
+
+def english(work: Path, s: dict[str, Any], files: dict[str, Any], device: str) -> list[Any]:
+    """Tokenizer, dataset (blank-line paragraphs) and pretraining on the English books; the table row."""
+    print("\n[1/3] English: tokenizer, dataset, pretraining ...", flush=True)
+    en = work / "en"
+    en.mkdir()
+    en_files = files["en"]
+    tok_s = train_tokenizer([str(p) for p in en_files], s["en_vocab"], en / "tokenizer.json")
+    manifest, build_s = build(iter_documents(en_files, DatasetConfig(doc_split="blank_line")), en / "tokenizer.json", en / "data")
+    pre = pretrain(en / "data", en / "pretrain", s["model"], s["pretrain"], device)
+    mb = sum(p.stat().st_size for p in en_files) / 1e6
+    print(f"  {pre['seconds']:.0f} s, val loss {pre['summary'].get('val_loss', float('nan')):.3f}", flush=True)
+    return pretrain_row(f"English ({len(en_files)} books, {mb:.1f} MB)", tok_s, manifest, build_s, pre)
+
+
+def sms_variants(s: dict[str, Any], scratch: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    variants = [("(a) full fine-tuning", "full", {"trainable_blocks": "all"}),
+                ("(b) default: last block + ln_f + head", "default", {}),
+                (f"(c) LoRA r={s['lora']['rank']} alpha={s['lora']['alpha']:g} + ln_f + head", "lora", {"lora": s["lora"]})]
+    if scratch:
+        variants.append(("(d) control: full, random init", "scratch", {"trainable_blocks": "all"}))
+    return variants
+
+
+def sms(work: Path, s: dict[str, Any], files: dict[str, Any], seeds: list[int], variants, device: str):
+    """Each variant (and seed) fine-tuned in a fresh child: results by (variant, seed), warnings seen."""
+    print("\n[2/3] SMS spam fine-tuning ...", flush=True)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    warnings_seen: list[str] = []
+    for seed in seeds:
+        for label, key, extra in variants:
+            base = random_init(work / "en" / "pretrain", work / f"init-{seed}", seed) if key == "scratch" else work / "en" / "pretrain"
+            cfg = ClassifyConfig(base=base, data=files["sms"], columns=["label", "text"], balance=True,
+                                 val_fraction=0.1, test_fraction=0.2, out=work / f"sms-{key}-{seed}", seed=seed,
+                                 lr=s["sms_lr"][key], eval_interval=100_000, checkpoint_interval=100_000,
+                                 keep_checkpoints=1, progress=False, device=device, **s["sms"], **extra)
+            res = finetune(cfg)
+            results[key, seed] = res
+            warnings_seen += [w for w in res["warnings"] if w not in warnings_seen]
+            print(f"  seed {seed} {label}: test accuracy {pct(res['scores']['test']['accuracy'])} "
+                  f"({res['seconds']:.0f} s)", flush=True)
+    return results, warnings_seen
+
+
+def japanese(work: Path, s: dict[str, Any], files: dict[str, Any], device: str) -> tuple[list[Any], dict[str, Any]]:
+    """Tokenizer, dataset (Aozora works cut into ~4 KB documents), pretraining, JNLI: the table row and JNLI's result."""
+    print("\n[3/3] Japanese: tokenizer, dataset, pretraining, JNLI ...", flush=True)
+    ja = work / "ja"
+    ja.mkdir()
+    text = common.aozora_path().read_text(encoding="utf-8")
+    if s["ja_slice_bytes"]:
+        text = common.utf8_prefix(text, s["ja_slice_bytes"])
+    works = [w for w in text.split("\n\n") if w.strip()]
+    docs = [d for w in works for d in common.chunk_lines(w)]
+    tok_s = train_tokenizer(iter(works), s["ja_vocab"], ja / "tokenizer.json", pretokenizer="ja")
+    manifest, build_s = build(iter(docs), ja / "tokenizer.json", ja / "data")
+    pre = pretrain(ja / "data", ja / "pretrain", s["model"], s["ja_pretrain"], device)
+    row = pretrain_row(f"Japanese (Aozora, {len(works)} works, {common.nbytes(text) / 1e6:.1f} MB)", tok_s, manifest, build_s, pre)
+    print(f"  {pre['seconds']:.0f} s, val loss {pre['summary'].get('val_loss', float('nan')):.3f}", flush=True)
+    cfg = ClassifyConfig(base=ja / "pretrain", data=files["jnli_train"], test_data=files["jnli_test"], text_field="sentence1",
+                         text_pair_field="sentence2", label_field="label", val_fraction=0.1,
+                         trainable_blocks="all", out=work / "jnli", eval_interval=100_000,
+                         checkpoint_interval=100_000, keep_checkpoints=1, progress=False, device=device, **s["jnli"])
+    jnli = finetune(cfg)
+    print(f"  JNLI: test accuracy {pct(jnli['scores']['test']['accuracy'])} (majority "
+          f"{pct(jnli['scores']['test']['majority_baseline'])}), {jnli['seconds']:.0f} s", flush=True)
+    return row, jnli
+
+
+def print_pretraining(pre_rows: list[list[Any]], s: dict[str, Any], skip_ja: bool) -> None:
+    common.print_table(
+        ["corpus", "vocab", "tokenizer s", "train tokens", "dataset s", "model", "steps", "tokens seen", "wall s",
+         "CPU s", "tokens/s", "val loss", "peak RSS MB"],
+        pre_rows, title="Pretraining (model.pretrain.train, each run in a fresh child process)",
+        notes=[f"Model: the `small` preset with {s['model']}. English {s['pretrain']}"
+               + ("" if skip_ja else f"; Japanese {s['ja_pretrain']}") + ". Byte-level BPE with <|endoftext|>: "
+               "GPT-2 pre-tokenizer (English), `ja` (Japanese). Documents: blank-line paragraphs (English), "
+               "~4 KB pieces of each work (Japanese); 2% validation. CPU s = user + sys of all threads."])
+
+
+def print_sms(results, variants, seeds: list[int], s: dict[str, Any], warnings_seen: list[str], gpu: bool) -> None:
+    first = seeds[0]
+    ref = results["full", first]
+    ex = ref["examples"]
+    notes = [
+        f"Seed {first}. Each row is finetune_classify in a fresh child: {s['sms']['epochs']:g} epochs, batch "
+        f"{s['sms']['batch_size']}, warmup {s['sms']['warmup_steps']} steps, cosine decay to 1e-5, AdamW (betas 0.9, "
+        f"0.95; weight decay 0.1 on 2-D tensors), the last real token's state feeds the head. Majority baseline "
+        f"(test): {pct(ref['scores']['test']['majority_baseline'])}. Target: test accuracy >= 96% with full fine-tuning.",
+        "weights+grads+AdamW MB = 4 B x all parameters + 12 B x trainable ones (fp32 weights; gradients and two "
+        "Adam moments for what trains); activations not included. Trainable = the tensors AdamW kept state for. "
+        "Peak RSS = the child's VmHWM (Python, torch, tokenizer and data included); RSS growth = peak minus the "
+        "RSS just before finetune_classify. wall s / CPU s: the finetune_classify call (data, training, scoring).",
+        sms_overlap(ref["config"]),
+        *[f"Library warning: {w}" for w in warnings_seen],
+    ]
+    common.print_table(FT_HEADERS + (["peak GPU GB"] if gpu else []),
+                       [finetune_row(label, results[key, first], gpu) for label, key, _ in variants],
+                       title=f"SMS Spam Collection, balanced: train {ex['train']} / val {ex['val']} / test {ex['test']}",
+                       notes=notes)
+    if len(seeds) > 1:
+        rows = []
+        for label, key, _ in variants:
+            tests = [results[key, sd]["scores"]["test"]["accuracy"] for sd in seeds]
+            vals = [results[key, sd]["scores"]["val"]["accuracy"] for sd in seeds]
+            rows.append([label, *[pct(t) for t in tests], pct(statistics.mean(tests)), pct(min(tests)),
+                         pct(statistics.mean(vals)), sum(t >= 0.96 for t in tests)])
+        common.print_table(["variant", *[f"test, seed {sd}" for sd in seeds], "test mean", "test min", "val mean",
+                            "runs >= 96%"], rows,
+                           title=f"SMS test accuracy over {len(seeds)} seeds (each a different subsample and split)")
+
+
+def print_jnli(jnli: dict[str, Any], s: dict[str, Any]) -> None:
+    sc, ex = jnli["scores"], jnli["examples"]
+    common.print_table(
+        ["task", "train / val / test", "trainable / total", "lr", "steps", "wall s", "CPU s", "peak RSS MB",
+         "val acc", "test acc", "test macro-F1", "majority (test)", "vs majority"],
+        [["JNLI, 3 labels, full fine-tuning", f"{ex['train']} / {ex['val']} / {ex['test']}",
+          f"{params(jnli['trainable'])} / {params(jnli['total'])}", f"{jnli['config'].lr:g}", jnli["steps"],
+          jnli["seconds"], jnli["cpu_s"], jnli["peak_rss_mb"], pct(sc["val"]["accuracy"]),
+          pct(sc["test"]["accuracy"]), f"{sc['test']['macro_f1']:.4f}",
+          f"{pct(sc['test']['majority_baseline'])} ({sc['majority_label']})",
+          f"{100 * (sc['test']['accuracy'] - sc['test']['majority_baseline']):+.2f} pt"]],
+        title="JNLI (JGLUE v1.3): train/val = jnli-v1.3-valid (90/10), test = jnli-v1.3-test",
+        notes=[f"{s['jnli']['epochs']:g} epochs, batch {s['jnli']['batch_size']}. Input: sentence1 + '\\n' + "
+               f"sentence2. Test confusion (rows actual, columns predicted; {', '.join(sc['test']['labels'])}): "
+               f"{sc['test']['confusion']}.", jnli_overlap(jnli["config"])])
+
+
+def main() -> int:
+    args = parse_args()
+    s = settings(args)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    files = data_files()
     print(f"\n## Fine-tuning: pretrain small GPTs with hataori, then classify{' (quick)' if args.quick else ''}\n")
     import torch
 
@@ -272,125 +410,18 @@ def main() -> int:
     work = Path(work_ctx.name) if work_ctx else args.keep
     t_all = time.perf_counter()
     try:
-        pre_rows = []
-
-        # 1. English tokenizer, dataset (blank-line paragraphs), pretraining.
-        print("\n[1/3] English: tokenizer, dataset, pretraining ...", flush=True)
-        en = work / "en"
-        en.mkdir()
-        en_tok_s = train_tokenizer([str(p) for p in en_files], s["en_vocab"], en / "tokenizer.json")
-        en_manifest, en_build_s = build(iter_documents(en_files, DatasetConfig(doc_split="blank_line")),
-                                        en / "tokenizer.json", en / "data")
-        en_pre = pretrain(en / "data", en / "pretrain", s["model"], s["pretrain"], args.device)
-        en_mb = sum(p.stat().st_size for p in en_files) / 1e6
-        pre_rows.append(pretrain_row(f"English ({len(en_files)} books, {en_mb:.1f} MB)", en_tok_s, en_manifest,
-                                     en_build_s, en_pre))
-        print(f"  {en_pre['seconds']:.0f} s, val loss {en_pre['summary'].get('val_loss', float('nan')):.3f}", flush=True)
-
-        # 2. SMS spam: each variant (and seed) in a fresh child.
-        print("\n[2/3] SMS spam fine-tuning ...", flush=True)
-        variants = [("(a) full fine-tuning", "full", {"trainable_blocks": "all"}),
-                    ("(b) default: last block + ln_f + head", "default", {}),
-                    (f"(c) LoRA r={s['lora']['rank']} alpha={s['lora']['alpha']:g} + ln_f + head", "lora",
-                     {"lora": s["lora"]})]
-        if not args.no_scratch:
-            variants.append(("(d) control: full, random init", "scratch", {"trainable_blocks": "all"}))
-        sms_results: dict[tuple[str, int], dict[str, Any]] = {}
-        warnings_seen: list[str] = []
-        for seed in seeds:
-            for label, key, extra in variants:
-                base = random_init(en / "pretrain", work / f"init-{seed}", seed) if key == "scratch" else en / "pretrain"
-                cfg = ClassifyConfig(base=base, data=sms, columns=["label", "text"], balance=True,
-                                     val_fraction=0.1, test_fraction=0.2, out=work / f"sms-{key}-{seed}", seed=seed,
-                                     lr=s["sms_lr"][key], eval_interval=100_000, checkpoint_interval=100_000,
-                                     keep_checkpoints=1, progress=False, device=args.device, **s["sms"], **extra)
-                res = finetune(cfg)
-                sms_results[key, seed] = res
-                warnings_seen += [w for w in res["warnings"] if w not in warnings_seen]
-                print(f"  seed {seed} {label}: test accuracy {pct(res['scores']['test']['accuracy'])} "
-                      f"({res['seconds']:.0f} s)", flush=True)
-
-        # 3. Japanese tokenizer, dataset (Aozora works cut into ~4 KB documents), pretraining, JNLI.
+        pre_rows = [english(work, s, files, args.device)]
+        variants = sms_variants(s, not args.no_scratch)
+        sms_results, warnings_seen = sms(work, s, files, seeds, variants, args.device)
         jnli = None
         if not args.skip_ja:
-            print("\n[3/3] Japanese: tokenizer, dataset, pretraining, JNLI ...", flush=True)
-            ja = work / "ja"
-            ja.mkdir()
-            text = common.aozora_path().read_text(encoding="utf-8")
-            if s["ja_slice_bytes"]:
-                text = common.utf8_prefix(text, s["ja_slice_bytes"])
-            works = [w for w in text.split("\n\n") if w.strip()]
-            docs = [d for w in works for d in common.chunk_lines(w)]
-            ja_tok_s = train_tokenizer(iter(works), s["ja_vocab"], ja / "tokenizer.json", pretokenizer="ja")
-            ja_manifest, ja_build_s = build(iter(docs), ja / "tokenizer.json", ja / "data")
-            ja_pre = pretrain(ja / "data", ja / "pretrain", s["model"], s["ja_pretrain"], args.device)
-            pre_rows.append(pretrain_row(f"Japanese (Aozora, {len(works)} works, {common.nbytes(text) / 1e6:.1f} MB)",
-                                         ja_tok_s, ja_manifest, ja_build_s, ja_pre))
-            print(f"  {ja_pre['seconds']:.0f} s, val loss {ja_pre['summary'].get('val_loss', float('nan')):.3f}", flush=True)
-            jnli_cfg = ClassifyConfig(base=ja / "pretrain", data=jnli_train, test_data=jnli_test, text_field="sentence1",
-                                      text_pair_field="sentence2", label_field="label", val_fraction=0.1,
-                                      trainable_blocks="all", out=work / "jnli", eval_interval=100_000,
-                                      checkpoint_interval=100_000, keep_checkpoints=1, progress=False,
-                                      device=args.device, **s["jnli"])
-            jnli = finetune(jnli_cfg)
-            print(f"  JNLI: test accuracy {pct(jnli['scores']['test']['accuracy'])} (majority "
-                  f"{pct(jnli['scores']['test']['majority_baseline'])}), {jnli['seconds']:.0f} s", flush=True)
+            ja_row, jnli = japanese(work, s, files, args.device)
+            pre_rows.append(ja_row)
         total_s = time.perf_counter() - t_all
-
-        # Tables.
-        common.print_table(
-            ["corpus", "vocab", "tokenizer s", "train tokens", "dataset s", "model", "steps", "tokens seen", "wall s",
-             "CPU s", "tokens/s", "val loss", "peak RSS MB"],
-            pre_rows, title="Pretraining (model.pretrain.train, each run in a fresh child process)",
-            notes=[f"Model: the `small` preset with {s['model']}. English {s['pretrain']}"
-                   + ("" if args.skip_ja else f"; Japanese {s['ja_pretrain']}") + ". Byte-level BPE with <|endoftext|>: "
-                   "GPT-2 pre-tokenizer (English), `ja` (Japanese). Documents: blank-line paragraphs (English), "
-                   "~4 KB pieces of each work (Japanese); 2% validation. CPU s = user + sys of all threads."])
-
-        first = seeds[0]
-        ref = sms_results["full", first]
-        ex = ref["examples"]
-        sms_notes = [
-            f"Seed {first}. Each row is finetune_classify in a fresh child: {s['sms']['epochs']:g} epochs, batch "
-            f"{s['sms']['batch_size']}, warmup {s['sms']['warmup_steps']} steps, cosine decay to 1e-5, AdamW (betas 0.9, "
-            f"0.95; weight decay 0.1 on 2-D tensors), the last real token's state feeds the head. Majority baseline "
-            f"(test): {pct(ref['scores']['test']['majority_baseline'])}. Target: test accuracy >= 96% with full fine-tuning.",
-            "weights+grads+AdamW MB = 4 B x all parameters + 12 B x trainable ones (fp32 weights; gradients and two "
-            "Adam moments for what trains); activations not included. Trainable = the tensors AdamW kept state for. "
-            "Peak RSS = the child's VmHWM (Python, torch, tokenizer and data included); RSS growth = peak minus the "
-            "RSS just before finetune_classify. wall s / CPU s: the finetune_classify call (data, training, scoring).",
-            sms_overlap(ref["config"]),
-            *[f"Library warning: {w}" for w in warnings_seen],
-        ]
-        common.print_table(FT_HEADERS + (["peak GPU GB"] if gpu else []),
-                           [finetune_row(label, sms_results[key, first], gpu) for label, key, _ in variants],
-                           title=f"SMS Spam Collection, balanced: train {ex['train']} / val {ex['val']} / test {ex['test']}",
-                           notes=sms_notes)
-        if len(seeds) > 1:
-            rows = []
-            for label, key, _ in variants:
-                tests = [sms_results[key, sd]["scores"]["test"]["accuracy"] for sd in seeds]
-                vals = [sms_results[key, sd]["scores"]["val"]["accuracy"] for sd in seeds]
-                rows.append([label, *[pct(t) for t in tests], pct(statistics.mean(tests)), pct(min(tests)),
-                             pct(statistics.mean(vals)), sum(t >= 0.96 for t in tests)])
-            common.print_table(["variant", *[f"test, seed {sd}" for sd in seeds], "test mean", "test min", "val mean",
-                                "runs >= 96%"], rows,
-                               title=f"SMS test accuracy over {len(seeds)} seeds (each a different subsample and split)")
+        print_pretraining(pre_rows, s, args.skip_ja)
+        print_sms(sms_results, variants, seeds, s, warnings_seen, args.device != "cpu")
         if jnli is not None:
-            sc, ex = jnli["scores"], jnli["examples"]
-            common.print_table(
-                ["task", "train / val / test", "trainable / total", "lr", "steps", "wall s", "CPU s", "peak RSS MB",
-                 "val acc", "test acc", "test macro-F1", "majority (test)", "vs majority"],
-                [["JNLI, 3 labels, full fine-tuning", f"{ex['train']} / {ex['val']} / {ex['test']}",
-                  f"{params(jnli['trainable'])} / {params(jnli['total'])}", f"{jnli['config'].lr:g}", jnli["steps"],
-                  jnli["seconds"], jnli["cpu_s"], jnli["peak_rss_mb"], pct(sc["val"]["accuracy"]),
-                  pct(sc["test"]["accuracy"]), f"{sc['test']['macro_f1']:.4f}",
-                  f"{pct(sc['test']['majority_baseline'])} ({sc['majority_label']})",
-                  f"{100 * (sc['test']['accuracy'] - sc['test']['majority_baseline']):+.2f} pt"]],
-                title="JNLI (JGLUE v1.3): train/val = jnli-v1.3-valid (90/10), test = jnli-v1.3-test",
-                notes=[f"{s['jnli']['epochs']:g} epochs, batch {s['jnli']['batch_size']}. Input: sentence1 + '\\n' + "
-                       f"sentence2. Test confusion (rows actual, columns predicted; {', '.join(sc['test']['labels'])}): "
-                       f"{sc['test']['confusion']}.", jnli_overlap(jnli["config"])])
+            print_jnli(jnli, s)
         print(f"\nTotal: {total_s:.0f} s. CPU busy now (other processes): {cpu_busy_fraction(1.0) * 100:.0f}%. "
               f"Work directory: {work if args.keep else '(temporary, deleted)'}")
         if busy > 0.2:

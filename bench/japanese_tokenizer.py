@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -319,6 +320,132 @@ def parse_vocabs(s: str) -> list[int]:
     return [int(x.replace("_", "").replace("k", "000")) for x in s.split(",") if x.strip()]
 
 
+def training_order(syss: list[System], vocab: int, reps: int) -> list[System]:
+    """Each system once; at REPEAT_VOCAB the repeated ones alternate: ja, spm, (others), ja, spm, spm, ja ..."""
+    plan = [(s, 1) for s in syss]
+    if vocab == REPEAT_VOCAB and reps > 1:
+        plan = [(s, reps if s.key in ("ours-ja", "spm-bpe") else 1) for s in syss]
+    order: list[System] = [s for s, _ in plan]
+    for rep in range(1, max(n for _, n in plan)):
+        rr = [s for s, n in plan if n > rep]
+        order += rr if rep % 2 == 0 else list(reversed(rr))
+    return order
+
+
+def train_all(syss: list[System], vocabs: list[int], reps: int, tmp: Path, train_file: Path,
+              pieces_file: Path) -> dict[int, dict[str, list[dict] | str]]:
+    """results[vocab][key]: the child reports of each training (a list), or why it failed."""
+    results: dict[int, dict[str, list[dict] | str]] = {v: {} for v in vocabs}
+    for vocab in vocabs:
+        for s in training_order(syss, vocab, reps):
+            out = s.out_path(tmp, vocab)
+            src = str(pieces_file) if s.key == "ours-ja-morph" else str(train_file)
+            try:
+                r = common.run_child(s.code, [src, str(out), str(vocab), s.extra], timeout=CHILD_TIMEOUT)
+            except (common.ChildError, common.ChildTimeout) as e:
+                msg = str(e).strip().splitlines()
+                reason = next((ln for ln in reversed(msg) if ln.strip()), "?").strip()
+                results[vocab][s.key] = f"failed: {reason[:200]}"
+                print(f"  {vocab:>6,} {s.label}: FAILED: {reason[:300]}", file=sys.stderr, flush=True)
+                continue
+            prev = results[vocab].setdefault(s.key, [])
+            if isinstance(prev, list):
+                prev.append(r)
+            print(f"  {vocab:>6,} {s.label}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"vocab {r['vocab_size']:,}", file=sys.stderr, flush=True)
+    return results
+
+
+def evaluate(syss: list[System], vocab: int, results: dict[str, list[dict] | str], tmp: Path, lines: list[str],
+             chars: int, loaded: dict[tuple[int, str], Loaded]) -> tuple[dict[str, Any], list[str]]:
+    """Held-out (vocab size, chars/token, unknown tokens, tokens) per system; notes on unknown-heavy ones."""
+    evals: dict[str, Any] = {}
+    unk_notes = []
+    for s in syss:
+        res = results.get(s.key)
+        if not isinstance(res, list) or not res:
+            evals[s.key] = None
+            continue
+        lt = Loaded(s, s.out_path(tmp, vocab))
+        loaded[(vocab, s.key)] = lt
+        enc = lt.encode_lines(lines)
+        ntok = sum(len(e) for e in enc)
+        unk, unk_share = lt.unknown(enc)
+        evals[s.key] = (lt.vocab_size, chars / ntok, unk, ntok)
+        if unk_share > 0.5:
+            unk_notes.append(f"{s.label}: {unk_share * 100:.0f}% of its held-out tokens are unknown, "
+                             "so its chars/token measures nothing useful"
+                             + (" (its words are split at spaces and ASCII punctuation only, so a "
+                                "Japanese line is mostly one unseen word)" if s.key == "ours-word" else "")
+                             + ".")
+    return evals, unk_notes
+
+
+def print_vocab_table(syss: list[System], vocab: int, r_: dict[str, list[dict] | str], evals: dict[str, Any],
+                      unk_notes: list[str], lines: list[str], loaded: dict[tuple[int, str], Loaded], morph_info: str) -> None:
+    base = r_.get("ours-ja")
+    t_ja = statistics.median(r["seconds"] for r in base) if isinstance(base, list) else float("nan")
+    m_ja = max(r["peak_rss_mb"] for r in base) if isinstance(base, list) else float("nan")
+    spm_eval = evals.get("spm-bpe")
+    rows, notes = [], []
+    for s in syss:
+        res, ev = r_.get(s.key), evals.get(s.key)
+        if ev is None:
+            rows.append([s.label, "-", "-", "-", "-", "-", "-", "-", res if isinstance(res, str) else "not run"])
+            continue
+        t = statistics.median(r["seconds"] for r in res)
+        mem = max(r["peak_rss_mb"] for r in res)
+        ratio = ev[1] / spm_eval[1] if spm_eval else float("nan")
+        rows.append([s.label, ev[0], ev[1], f"{ratio:.3f}", t, f"{t / t_ja:.2f}x", mem, f"{mem / m_ja:.2f}x", ev[2]])
+        if len(res) > 1:
+            notes.append(f"{s.label}: {len(res)} runs, " + ", ".join(f"{r['seconds']:.2f}" for r in res) + " s (median shown)")
+
+    def med(k):
+        v = r_.get(k)
+        return statistics.median(x["seconds"] for x in v) if isinstance(v, list) else float("nan")
+
+    def peak(k):
+        v = r_.get(k)
+        return max(x["peak_rss_mb"] for x in v) if isinstance(v, list) else float("nan")
+
+    dummy = ""
+    if "spm-bpe" in evals and evals["spm-bpe"] and (vocab, "spm-bpe") in loaded:
+        sp = loaded[(vocab, "spm-bpe")].tok
+        lone = sp.piece_to_id("\u2581")
+        nlone = sum(1 for ids in sp.encode(lines) for i in ids if i == lone)
+        dummy = (f" SentencePiece prefixes each line with its space marker `▁` (add_dummy_prefix, "
+                 f"the default); SPM BPE spends {nlone:,} tokens on a lone `▁` "
+                 f"({nlone / spm_eval[3] * 100:.1f}% of its held-out tokens).")
+    summary = (f"Training speed: SPM BPE time / hataori ja time = {med('spm-bpe') / t_ja:.2f}x, "
+               f"HF time / hataori ja time = {med('hf') / t_ja:.2f}x, SPM Unigram time / hataori ja "
+               f"time = {med('spm-unigram') / t_ja:.2f}x. Peak memory: HF / hataori ja = "
+               f"{peak('hf') / m_ja:.2f}x, SPM BPE / hataori ja = {peak('spm-bpe') / m_ja:.2f}x." + dummy)
+    common.print_table(
+        ["system", "vocab", "chars/token", "vs SPM BPE", "train s", "time vs ja", "peak MB", "memory vs ja",
+         "unknown / byte-fallback"],
+        rows,
+        title=f"Vocabulary {vocab:,}: held-out chars/token, training time and peak memory",
+        notes=[summary] + (["Repetitions: " + "; ".join(notes)] if notes else []) + unk_notes
+        + ([f"Morpheme-split row: training time excludes the {morph_info}."] if morph_info and "ours-ja-morph" in r_ else []),
+    )
+
+
+def print_examples(vocabs: list[int], held_works: list[str], loaded: dict[tuple[int, str], Loaded]) -> None:
+    ex_vocab = REPEAT_VOCAB if REPEAT_VOCAB in vocabs else vocabs[-1]
+    show = [k for k in ("ours-ja", "ours-gpt2", "spm-bpe", "spm-unigram") if (ex_vocab, k) in loaded]
+    print(f"\n### Example segmentations (vocabulary {ex_vocab:,}, held-out works 0, 10, 20, 30)\n")
+    print("Pieces are joined with ` | `; byte-level tokens are grouped until they decode to whole "
+          "characters, SentencePiece byte-fallback characters are shown as `<c>`, `▁` is "
+          "SentencePiece's space marker.\n")
+    for sent in example_sentences(held_works):
+        print(f"**{sent}**\n")
+        for k in show:
+            lt = loaded[(ex_vocab, k)]
+            ps, ntok = lt.pieces(sent)
+            print(f"- {lt.system.label} ({ntok} tokens): {' | '.join(ps)}")
+        print()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="vocab 8,000 only, 3 MB training slice")
@@ -357,118 +484,12 @@ def main(argv: list[str] | None = None) -> int:
             morph_info = (f"morpheme split (fugashi {_version('fugashi')}, unidic-lite {_version('unidic-lite')}, "
                           f"in the parent): {secs:.1f} s, {npieces:,} pieces")
             print(f"\n{morph_info}", flush=True)
-
-        # ---- train everything (results[vocab][key] = list of child reports, or an error string)
-        results: dict[int, dict[str, list[dict] | str]] = {v: {} for v in vocabs}
-        for vocab in vocabs:
-            plan = [(s, 1) for s in syss]
-            if vocab == REPEAT_VOCAB and reps > 1:
-                plan = [(s, reps if s.key in ("ours-ja", "spm-bpe") else 1) for s in syss]
-            # repeated systems alternate: ja, spm, (others), ja, spm, spm, ja ...
-            order: list[System] = [s for s, _ in plan]
-            for rep in range(1, max(n for _, n in plan)):
-                rr = [s for s, n in plan if n > rep]
-                order += rr if rep % 2 == 0 else list(reversed(rr))
-            for s in order:
-                out = s.out_path(tmp, vocab)
-                src = str(pieces_file) if s.key == "ours-ja-morph" else str(train_file)
-                try:
-                    r = common.run_child(s.code, [src, str(out), str(vocab), s.extra], timeout=CHILD_TIMEOUT)
-                except (common.ChildError, common.ChildTimeout) as e:
-                    msg = str(e).strip().splitlines()
-                    reason = next((ln for ln in reversed(msg) if ln.strip()), "?").strip()
-                    results[vocab][s.key] = f"failed: {reason[:200]}"
-                    print(f"  {vocab:>6,} {s.label}: FAILED: {reason[:300]}", file=sys.stderr, flush=True)
-                    continue
-                prev = results[vocab].setdefault(s.key, [])
-                if isinstance(prev, list):
-                    prev.append(r)
-                print(f"  {vocab:>6,} {s.label}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-                      f"vocab {r['vocab_size']:,}", file=sys.stderr, flush=True)
-
-        # ---- evaluate: chars/token on held-out lines
+        results = train_all(syss, vocabs, reps, tmp, train_file, pieces_file)
         loaded: dict[tuple[int, str], Loaded] = {}
         for vocab in vocabs:
-            rows, evals, unk_notes = [], {}, []
-            for s in syss:
-                res = results[vocab].get(s.key)
-                if not isinstance(res, list) or not res:
-                    evals[s.key] = None
-                    continue
-                lt = Loaded(s, s.out_path(tmp, vocab))
-                loaded[(vocab, s.key)] = lt
-                enc = lt.encode_lines(lines)
-                ntok = sum(len(e) for e in enc)
-                unk, unk_share = lt.unknown(enc)
-                evals[s.key] = (lt.vocab_size, chars / ntok, unk, ntok)
-                if unk_share > 0.5:
-                    unk_notes.append(f"{s.label}: {unk_share * 100:.0f}% of its held-out tokens are unknown, "
-                                     "so its chars/token measures nothing useful"
-                                     + (" (its words are split at spaces and ASCII punctuation only, so a "
-                                        "Japanese line is mostly one unseen word)" if s.key == "ours-word" else "")
-                                     + ".")
-            base = results[vocab].get("ours-ja")
-            t_ja = statistics.median(r["seconds"] for r in base) if isinstance(base, list) else float("nan")
-            m_ja = max(r["peak_rss_mb"] for r in base) if isinstance(base, list) else float("nan")
-            spm_eval = evals.get("spm-bpe")
-            notes = []
-            for s in syss:
-                res, ev = results[vocab].get(s.key), evals.get(s.key)
-                if ev is None:
-                    rows.append([s.label, "-", "-", "-", "-", "-", "-", "-", res if isinstance(res, str) else "not run"])
-                    continue
-                t = statistics.median(r["seconds"] for r in res)
-                mem = max(r["peak_rss_mb"] for r in res)
-                ratio = ev[1] / spm_eval[1] if spm_eval else float("nan")
-                rows.append([s.label, ev[0], ev[1], f"{ratio:.3f}", t, f"{t / t_ja:.2f}x", mem,
-                             f"{mem / m_ja:.2f}x", ev[2]])
-                if len(res) > 1:
-                    notes.append(f"{s.label}: {len(res)} runs, " + ", ".join(f"{r['seconds']:.2f}" for r in res)
-                                 + " s (median shown)")
-            r_ = results[vocab]
-            def med(k):
-                v = r_.get(k)
-                return statistics.median(x["seconds"] for x in v) if isinstance(v, list) else float("nan")
-            def peak(k):
-                v = r_.get(k)
-                return max(x["peak_rss_mb"] for x in v) if isinstance(v, list) else float("nan")
-            dummy = ""
-            if "spm-bpe" in evals and evals["spm-bpe"] and (vocab, "spm-bpe") in loaded:
-                sp = loaded[(vocab, "spm-bpe")].tok
-                lone = sp.piece_to_id("\u2581")
-                nlone = sum(1 for ids in sp.encode(lines) for i in ids if i == lone)
-                dummy = (f" SentencePiece prefixes each line with its space marker `▁` (add_dummy_prefix, "
-                         f"the default); SPM BPE spends {nlone:,} tokens on a lone `▁` "
-                         f"({nlone / spm_eval[3] * 100:.1f}% of its held-out tokens).")
-            summary = (f"Training speed: SPM BPE time / hataori ja time = {med('spm-bpe') / t_ja:.2f}x, "
-                       f"HF time / hataori ja time = {med('hf') / t_ja:.2f}x, SPM Unigram time / hataori ja "
-                       f"time = {med('spm-unigram') / t_ja:.2f}x. Peak memory: HF / hataori ja = "
-                       f"{peak('hf') / m_ja:.2f}x, SPM BPE / hataori ja = {peak('spm-bpe') / m_ja:.2f}x." + dummy)
-            common.print_table(
-                ["system", "vocab", "chars/token", "vs SPM BPE", "train s", "time vs ja", "peak MB",
-                 "memory vs ja", "unknown / byte-fallback"],
-                rows,
-                title=f"Vocabulary {vocab:,}: held-out chars/token, training time and peak memory",
-                notes=[summary] + (["Repetitions: " + "; ".join(notes)] if notes else []) + unk_notes
-                + ([f"Morpheme-split row: training time excludes the {morph_info}."]
-                   if args.morph and "ours-ja-morph" in r_ else []),
-            )
-
-        # ---- example segmentations
-        ex_vocab = REPEAT_VOCAB if REPEAT_VOCAB in vocabs else vocabs[-1]
-        sents = example_sentences(held_works)
-        show = [k for k in ("ours-ja", "ours-gpt2", "spm-bpe", "spm-unigram") if (ex_vocab, k) in loaded]
-        print(f"\n### Example segmentations (vocabulary {ex_vocab:,}, held-out works 0, 10, 20, 30)\n")
-        print("Pieces are joined with ` | `; byte-level tokens are grouped until they decode to whole "
-              "characters, SentencePiece byte-fallback characters are shown as `<c>`, `▁` is "
-              "SentencePiece's space marker.\n")
-        for sent in sents:
-            print(f"**{sent}**\n")
-            for k in show:
-                lt = loaded[(ex_vocab, k)]
-                ps, ntok = lt.pieces(sent)
-                print(f"- {lt.system.label} ({ntok} tokens): {' | '.join(ps)}")
-            print()
+            evals, unk_notes = evaluate(syss, vocab, results[vocab], tmp, lines, chars, loaded)
+            print_vocab_table(syss, vocab, results[vocab], evals, unk_notes, lines, loaded, morph_info)
+        print_examples(vocabs, held_works, loaded)
     print(f"(japanese_tokenizer.py total {time.perf_counter() - t_start:.0f} s)")
     return 0
 

@@ -1,6 +1,6 @@
 """Runs every benchmark and prints all tables (markdown) to stdout.
 
-    .venv/bin/python bench/run_all.py [--quick] [--morph]
+    .venv/bin/python bench/run_all.py [--quick] [--morph] [--soak 300]
 
 Exits non-zero only when a benchmark fails to run (or a correctness check inside it crashes);
 slower-than-peer results are reported, not treated as errors.
@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHMARKS = ["tokenizer_train.py", "tokenizer_encode.py", "japanese_tokenizer.py", "data_bench.py", "train_bench.py",
-              "finetune_bench.py"]
+              "loss_bench.py", "val_loss_bench.py", "generate_bench.py", "vs_nanogpt.py",  # vs_nanogpt: NANOGPT_DIR
+              "finetune_bench.py", "api_bench.py", "eval_bench.py", "japanese_models.py"]
 
 
 def cpu_busy_fraction(seconds: float = 2.0) -> float:
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="first wait up to S seconds for other processes to leave the CPUs (< 15%% busy)")
     ap.add_argument("--morph", action="store_true",
                     help="japanese_tokenizer.py also trains on fugashi morphemes (needs fugashi + unidic-lite)")
+    ap.add_argument("--soak", type=float, default=0, metavar="S",
+                    help="api_bench.py also runs its soak for S seconds (the issue's: 300)")
     args = ap.parse_args(argv)
     deadline = time.monotonic() + args.wait_idle
     while time.monotonic() < deadline and cpu_busy_fraction(2.0) > 0.15:
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [common.PYTHON, str(common.BENCH / script)] + (["--quick"] if args.quick else [])
         if args.morph and script == "japanese_tokenizer.py":
             cmd.append("--morph")
+        if args.soak and script == "api_bench.py":
+            cmd += ["--soak", str(args.soak)]
         print(f"\n---\n\n$ {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}\n", flush=True)
         t = time.perf_counter()
         rc = subprocess.call(cmd)
