@@ -37,8 +37,11 @@ test: test-rust test-python
 test-rust:
 	cargo test --quiet
 
+# Two pytest-xdist workers, each running whole files (module fixtures are built once); the longest
+# files start first (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 test-python: build browser
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # tests/test_api_browser.py drives Debian's chromium: installed here when missing and apt can (as root);
 # otherwise that test skips with the reason (and fails under CI=true).

@@ -204,7 +204,7 @@ def test_empty_and_non_utf8_data_files_are_refused(tmp_path):
     with pytest.raises(TaskError, match="data.jsonl: empty data file"):
         load_task(path)
     (tmp_path / "data.jsonl").write_bytes(b'{"q": "caf\xe9"}\n')
-    with pytest.raises(TaskError, match=r"data.jsonl: not UTF-8 text \(byte offset 10\)"):
+    with pytest.raises(TaskError, match=r"data.jsonl: not UTF-8 text \(byte offset 10:"):
         load_task(path)
     (tmp_path / "data.jsonl").write_text('{"q": 1}\n{"q": \n', encoding="utf-8")
     with pytest.raises(TaskError, match="data.jsonl: line 2: not valid JSON"):
