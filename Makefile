@@ -41,7 +41,7 @@ test-rust:
 # files start first (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 test-python: build browser
-	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # tests/test_api_browser.py drives Debian's chromium: installed here when missing and apt can (as root);
 # otherwise that test skips with the reason (and fails under CI=true).

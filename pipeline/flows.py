@@ -145,9 +145,11 @@ def pipeline_flow(config_path: str, sets: list[str] | None = None, force: str | 
                 logger.error("error: %s", message, extra={"hataori_failure": True})
                 return Failed(message=message)
             manifest = state.result()
-            cached = state.name == "Cached" or runner.cached.get(stage, False)
+            said = runner.cached.get(stage, False)  # the runner has logged "cached" from inside the task
+            cached = state.name == "Cached" or said
             runner.manifests[stage], runner.cached[stage] = manifest, cached
-            logger.info("%s: %s (%s)", stage, "cached" if cached else "built", runner.path(stage))
+            if not said:
+                logger.info("%s: %s (%s)", stage, "cached" if cached else "built", runner.path(stage))
     report = runner.path("report") / "report.md"
     if not all(runner.cached.values()):  # a run that found everything cached has nothing new to publish
         ui.publish_report(cfg.name, report)
