@@ -150,6 +150,18 @@ def _validator(part: Path) -> str | None:
         return None
 
 
+class _HTTPRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http and https only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
+            raise DownloadError(f"{req.full_url}: redirected to {newurl}, which is not http or https")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HTTPRedirectsOnly)
+
+
 def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "hataori"}
@@ -157,7 +169,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
         headers["Range"] = f"bytes={have}-"
         if validator := _validator(part):
             headers["If-Range"] = validator  # a changed file comes whole (200), never spliced
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+    with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
         if have and response.status == 206:
             _check_resume(url, response.headers.get("Content-Range"), have, part)
         elif have:

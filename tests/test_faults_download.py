@@ -153,6 +153,35 @@ def test_a_client_error_is_not_retried(tmp_path):
         httpd.shutdown()
 
 
+def test_redirects_are_followed_to_http_only(tmp_path):
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/file.txt":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(BODY)))
+                self.end_headers()
+                self.wfile.write(BODY)
+                return
+            self.send_response(302)
+            self.send_header("Location", "/file.txt" if self.path == "/moved.txt" else "ftp://127.0.0.1/file.txt")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert fetch(f"{base}/moved.txt", tmp_path, progress=False).read_bytes() == BODY
+        with pytest.raises(DownloadError, match=r"redirected to ftp://127.0.0.1/file.txt, which is not http or https"):
+            fetch(f"{base}/elsewhere.txt", tmp_path, backoff=0.01, progress=False)
+        assert not list(tmp_path.rglob("elsewhere.txt"))
+    finally:
+        httpd.shutdown()
+
+
 def _zip(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
