@@ -13,7 +13,7 @@ from pipeline.cli.errors import fail
 def api(
     checkpoint: Path = typer.Option(..., help="Run directory, checkpoint directory or transformers GPT-2 directory."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --api-key."),
-    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free one, printed when listening)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port to listen on."),
     api_key: Optional[str] = typer.Option(None, envvar="HATAORI_API_KEY", show_envvar=True,
                                           help="Bearer token every /v1 request must carry."),
     max_batch: int = typer.Option(8, min=1, max=256, help="Sequences decoded together."),
