@@ -130,16 +130,34 @@ def import_bins(files: list[Path], tokenizer_json: Path, out_dir: Path, fmt: str
     return manifest
 
 
-def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori", fmt: str = "llmc") -> list[Path]:
+def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori", fmt: str = "llmc",
+                overwrite: bool = False) -> list[Path]:
     """llmc: every shard as `{prefix}_{split}_{index:06d}.bin`. nanogpt: one `{split}.bin` per split,
-    the shards concatenated, as nanoGPT's train.py reads them."""
+    the shards concatenated, as nanoGPT's train.py reads them.
+
+    .bin files of an earlier export already in `out_dir` are replaced only with `overwrite`, and then
+    all of them go: a reader that globs `{prefix}_train_*.bin` must never mix two datasets' shards."""
     manifest = read_manifest(dataset_dir)
     dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
     if fmt not in BIN_FORMATS:
         raise DatasetError(f"unknown .bin format {fmt!r} (use {' or '.join(BIN_FORMATS)})")
-    if fmt == "nanogpt":
-        return _export_nanogpt(dataset_dir, out_dir, manifest, dtype)
+    if fmt == "nanogpt" and dtype != np.dtype("<u2"):
+        raise DatasetError(f"{dataset_dir}: tokens are {dtype.name}; nanoGPT's .bin files hold uint16 only")
+    patterns = [f"{split}.bin" for split in manifest["splits"]] if fmt == "nanogpt" else \
+        [f"{prefix}_{split}_*.bin" for split in manifest["splits"]]
+    earlier = sorted({p for pattern in patterns for p in out_dir.glob(pattern)}) if out_dir.is_dir() else []
+    if earlier and not overwrite:
+        names = ", ".join(p.name for p in earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        raise DatasetError(f"{out_dir}: already holds {names} (pass --overwrite to replace them)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = _export_nanogpt(dataset_dir, out_dir, manifest, dtype) if fmt == "nanogpt" else \
+        _export_llmc(dataset_dir, out_dir, manifest, dtype, prefix)
+    for stale in set(earlier) - set(written):
+        stale.unlink()
+    return written
+
+
+def _export_llmc(dataset_dir: Path, out_dir: Path, manifest: dict[str, Any], dtype: np.dtype, prefix: str) -> list[Path]:
     written = []
     for split, info in manifest["splits"].items():
         for index, entry in enumerate(info["shards"]):
@@ -151,9 +169,6 @@ def export_bins(dataset_dir: Path, out_dir: Path, prefix: str = "hataori", fmt: 
 
 
 def _export_nanogpt(dataset_dir: Path, out_dir: Path, manifest: dict[str, Any], dtype: np.dtype) -> list[Path]:
-    if dtype != np.dtype("<u2"):
-        raise DatasetError(f"{dataset_dir}: tokens are {dtype.name}; nanoGPT's .bin files hold uint16 only")
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for split, info in manifest["splits"].items():
         if not info["shards"]:

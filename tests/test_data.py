@@ -263,6 +263,17 @@ def test_llmc_bin_import_and_export(tokenizer_file, tmp_path):
     assert written[0].read_bytes() == (tmp_path / "fineweb_train_000001.bin").read_bytes()
     assert read_bin(written[1]).tolist() == stream[500:]
 
+    # An earlier export with more shards: refused without overwrite; with it, no stale shard is left
+    # for a reader that globs hataori_train_*.bin to mix in.
+    stale = tmp_path / "out" / "hataori_train_000007.bin"
+    stale.write_bytes(written[0].read_bytes())
+    with pytest.raises(DatasetError, match=r"out: already holds hataori_train_000000.bin, hataori_train_000007.bin, "
+                                           r"hataori_val_000000.bin \(pass --overwrite"):
+        export_bins(tmp_path / "ds", tmp_path / "out")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    again = export_bins(tmp_path / "ds", tmp_path / "out", overwrite=True)
+    assert again == written and not stale.exists() and (tmp_path / "out" / "notes.txt").exists()
+
 
 def test_llmc_bin_errors_name_the_file(tokenizer_file, tmp_path):
     from pipeline.llmc import import_bins, read_bin

@@ -118,6 +118,7 @@ def export_bin(
     directory: Path = typer.Argument(..., help="Dataset directory."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the .bin files."),
     fmt: str = typer.Option("llmc", "--format", help=FORMAT_HELP),
+    overwrite: bool = typer.Option(False, help="Replace the .bin files of an earlier export in OUT (all of them)."),
 ) -> None:
     """Write a dataset's shards as .bin token files for llm.c or nanoGPT.
 
@@ -128,7 +129,7 @@ def export_bin(
     if fmt not in BIN_FORMATS:
         fail(f"--format {fmt!r}: use one of {', '.join(BIN_FORMATS)}")
     try:
-        for path in export_bins(directory, out, fmt=fmt):
+        for path in export_bins(directory, out, fmt=fmt, overwrite=overwrite):
             typer.echo(str(path))
     except (DatasetError, OSError) as e:
         fail(str(e))
