@@ -18,6 +18,7 @@ from typer import _click as click  # typer carries its own click; its exceptions
 
 from pipeline.cli import api, dataset, finetune, inference, pretrain, run, tokenizer
 from pipeline.cli import eval as eval_cli
+from pipeline.cli.errors import describe
 
 def _no_type_tag_on_flags() -> None:
     """typer's help shows `<bool>` beside every flag (`--no-progress <bool>`), which reads as if it
@@ -95,8 +96,9 @@ def _root(
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its message with line breaks folded, or its type when it has none."""
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    """An exception as one line (see errors.describe): its message with line breaks folded, or its
+    type when it has none."""
+    text = " ".join(part.strip() for part in describe(error).splitlines() if part.strip())
     return text or type(error).__name__
 
 

@@ -40,7 +40,7 @@ def api(
         settings = APISettings(api_key=api_key, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
                                max_body_bytes=max_body_bytes)
     except ValueError as e:
-        fail(str(e))
+        fail(e)
     # Heavy imports (torch, fastapi) here, not at the top: every hataori command imports this module.
     from pipeline.api.server import serve, served_model
     from pipeline.cli.inference import load_for_inference

@@ -56,7 +56,7 @@ def build(
         manifest = build_dataset(iter_documents(files, config), tokenizer_file, out, config,
                                  source_key=inputs_fingerprint(files), overwrite=overwrite, progress=progress)
     except (DatasetError, ValueError, OSError) as e:
-        fail(str(e))
+        fail(e)
     _print_info(out, manifest)
 
 
@@ -88,7 +88,7 @@ def info(directory: Path = typer.Argument(..., help="Dataset directory.")) -> No
     try:
         _print_info(directory, read_manifest(directory))
     except DatasetError as e:
-        fail(str(e))
+        fail(e)
 
 
 @app.command("import-bin")
@@ -110,7 +110,7 @@ def import_bin(
     try:
         _print_info(out, import_bins(files, _tokenizer_file(tokenizer), out, fmt, overwrite))
     except (DatasetError, OSError) as e:
-        fail(str(e))
+        fail(e)
 
 
 @app.command("export-bin")
@@ -132,4 +132,4 @@ def export_bin(
         for path in export_bins(directory, out, fmt=fmt, overwrite=overwrite):
             typer.echo(str(path))
     except (DatasetError, OSError) as e:
-        fail(str(e))
+        fail(e)

@@ -37,7 +37,7 @@ def evaluate(
         tasks = [load_task(t) for t in task]
         texts = {p.name: [read_text(p)] for p in bpb}
     except (TaskError, TextError) as e:
-        fail(str(e))
+        fail(e)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         fail(f"two task files name the same task: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
@@ -52,7 +52,7 @@ def evaluate(
         evaluation = run_evaluation(model, tokenizer, tasks=tasks, texts=texts, limit=limit, num_fewshot=num_fewshot,
                                     batch_size=batch_size, progress=progress, name=str(checkpoint))
     except (TaskError, TextError) as e:
-        fail(str(e))
+        fail(e)
     for warning in evaluation.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(table(evaluation.results))
@@ -60,5 +60,5 @@ def evaluate(
         try:
             items = write_results(out, evaluation.results, evaluation.items)
         except OSError as e:
-            fail(str(e))
+            fail(e)
         typer.echo(f"\nresults: {out}\nper item: {items}")

@@ -29,7 +29,7 @@ def _run(function, cfg) -> dict | None:
     try:
         summary = function(cfg)
     except (FinetuneDataError, CheckpointError, DatasetError, ValueError, RuntimeError, OSError, ArithmeticError) as e:
-        fail(str(e))
+        fail(e)
     return summary if os.environ.get("RANK", "0") == "0" else None
 
 

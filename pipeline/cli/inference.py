@@ -29,7 +29,7 @@ def inference_device(name: str) -> str:
     try:
         return str(check_device(name))
     except ValueError as e:
-        fail(str(e))
+        fail(e)
 
 
 def load_for_inference(path: Path, device: str = "auto"):
@@ -43,7 +43,7 @@ def load_for_inference(path: Path, device: str = "auto"):
     try:
         model, directory = load_pretrained(path, inference_device(device))
     except (CheckpointError, ValueError) as e:
-        fail(str(e))
+        fail(e)
     return merge_lora(model).eval(), Tokenizer.from_file(str(directory / TOKENIZER_FILE)), directory
 
 
@@ -97,7 +97,7 @@ def export(
     try:
         export_hf_gpt2(model, out, directory / TOKENIZER_FILE)
     except (CheckpointError, OSError) as e:
-        fail(str(e))
+        fail(e)
     typer.echo(f"exported {directory} to {out}")
 
 

@@ -42,6 +42,6 @@ def pretrain(
     try:
         summary = run(cfg)
     except (DatasetError, CheckpointError, ValueError, RuntimeError, OSError, ArithmeticError) as e:
-        fail(str(e))
+        fail(e)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per rank
         typer.echo(f"trained to step {summary.get('steps')}: loss {summary.get('final_loss', float('nan')):.4f}; run in {out}")

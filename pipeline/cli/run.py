@@ -29,7 +29,7 @@ def run(
         cfg = load_config(config, sets)
         preflight(cfg, force)  # fail fast, before Prefect starts
     except ValueError as e:
-        fail(str(e))
+        fail(e)
     from pipeline.flows import pipeline_flow  # first: it sets PREFECT_HOME before Prefect reads its settings
     from prefect import tags
 
@@ -69,7 +69,7 @@ def status(
     try:
         rows = stage_status(load_config(config, sets))
     except ConfigError as e:
-        fail(str(e))
+        fail(e)
     for r in rows:
         detail = f"key {r['key'][:16]}  {r['bytes'] / 1e6:8.1f} MB  {r['age_s'] / 60:6.1f} min old" if r["state"] == "done" else ""
         stale = f"  ({len(r['stale'])} stale artifact(s) from other settings)" if r["stale"] else ""
@@ -98,14 +98,14 @@ def serve(
     try:
         check_schedule(cron, interval, timezone)  # before the slower imports
     except ServeError as e:
-        fail(str(e))
+        fail(e)
     from pipeline.config import ConfigError, load_config
 
     try:
         load_config(config, sets)  # fail fast, before any server starts (serve_flow checks the cron syntax too)
         serve_flow(config, sets, cron=cron, interval=interval, timezone=timezone, port=port, name=name, echo=typer.echo)
     except (ConfigError, ServeError) as e:
-        fail(str(e))
+        fail(e)
 
 
 def deploy(
@@ -129,7 +129,7 @@ def deploy(
     try:
         check_schedule(cron, interval, timezone, required=False)  # before the slower imports
     except ServeError as e:
-        fail(str(e))
+        fail(e)
     from pipeline.config import ConfigError, load_config
 
     try:
@@ -137,4 +137,4 @@ def deploy(
         deploy_flow(config, sets, pool=pool, cron=cron, interval=interval, timezone=timezone, name=name, workdir=workdir,
                     echo=typer.echo)
     except (ConfigError, ServeError) as e:
-        fail(str(e))
+        fail(e)

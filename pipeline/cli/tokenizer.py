@@ -48,7 +48,7 @@ def load(path: Path) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(resolve_tokenizer(path)))
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail(e)
         raise  # unreachable; keeps type checkers happy
 
 
@@ -123,7 +123,7 @@ def cleaned_lines(files: list[Path]):
         try:
             text = read_aozora(str(f))
         except ValueError as e:
-            fail(str(e))
+            fail(e)
         yield from text.splitlines(keepends=True)
 
 
@@ -149,7 +149,7 @@ def train(
         try:
             validate_pretokenizer(preset)  # before announcing the run: a misspelt preset is the usual slip
         except ValueError as e:
-            fail(str(e))
+            fail(e)
     files = corpus_files(corpus)
     total = sum(f.stat().st_size for f in files)
     typer.echo(f"training {model} on {len(files)} file(s), {total / 1e6:.1f} MB, vocab {vocab_size}, preset {preset or ('gpt2' if model == 'bpe' else model)}")
@@ -167,7 +167,7 @@ def train(
             model=model,
         )
     except (ValueError, OSError, TypeError) as e:
-        fail(str(e))
+        fail(e)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / TOKENIZER_FILE))
@@ -238,7 +238,7 @@ def decode(
     try:
         typer.echo(tok.decode(values), nl=False)
     except ValueError as e:
-        fail(str(e))
+        fail(e)
     typer.echo()
 
 
