@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fault_support import tiny_dataset
 
 from model import loop
 from model.chunked_loss import default_chunk_rows, linear_cross_entropy
 from model.config import GPTConfig
 from model.gpt import GPT
 from model.pretrain import PretrainTask, TrainConfig
-from pipeline.dataset_writer import DatasetConfig, build_dataset
-from tokenizer_rs import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ATOL = 1e-5
@@ -159,10 +158,7 @@ DOCS = [f"Entry {i}: the kettle boiled {i % 9} times and the lamp flickered {i %
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("chunked-loss")
-    Tokenizer.train(iter(DOCS), 290, show_progress=False).save(str(root / "tokenizer.json"))
-    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", DatasetConfig(val_fraction=0.1), progress=False)
-    return root / "ds"
+    return tiny_dataset(tmp_path_factory.mktemp("chunked-loss"), DOCS, vocab=290)
 
 
 @pytest.mark.slow

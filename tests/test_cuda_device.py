@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fault_support import tiny_dataset
 
 from model import loop
 from model.chunked_loss import linear_cross_entropy
@@ -19,8 +20,6 @@ from model.config import GPTConfig
 from model.generate import generate
 from model.gpt import GPT
 from model.pretrain import PretrainTask, TrainConfig
-from pipeline.dataset_writer import DatasetConfig, build_dataset
-from tokenizer_rs import Tokenizer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 DEVICE = "cuda"  # a name, so that the module can be dry-run on the CPU by replacing it
@@ -89,10 +88,7 @@ DOCS = [f"Report {i}: the river rose {i % 6} feet and the ferry crossed {i % 4} 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cuda-data")
-    Tokenizer.train(iter(DOCS), 300, show_progress=False).save(str(root / "tokenizer.json"))
-    build_dataset(iter(DOCS), root / "tokenizer.json", root / "ds", DatasetConfig(val_fraction=0.1), progress=False)
-    return root / "ds"
+    return tiny_dataset(tmp_path_factory.mktemp("cuda-data"), DOCS, vocab=300)
 
 
 def run(dataset: Path, out: Path, max_steps: int, **kw) -> list[dict]:
